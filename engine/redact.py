@@ -8,7 +8,7 @@ mutated them). Scrubbing matches whole words of a key name, so `api_key`,
 
 from __future__ import annotations
 
-import copy
+import dataclasses
 import re
 from typing import Any
 
@@ -56,25 +56,35 @@ def scrub(value: Any) -> Any:
     return value
 
 
+_FIELDS: dict[type, tuple[str, ...]] = {}
+
+
+def _shallow_row(record: Any, **changes: Any) -> dict[str, Any]:
+    """The record's fields as a dict in field order (values shared, enums kept), with `changes` applied."""
+    names = _FIELDS.get(type(record))
+    if names is None:
+        names = _FIELDS[type(record)] = tuple(f.name for f in dataclasses.fields(record))
+    row = {n: getattr(record, n) for n in names}
+    row.update(changes)
+    return row
+
+
 def scrub_log_entry(entry: Any) -> Any:
-    """A copy of a LogEntry with message and context scrubbed (the same object if nothing changes)."""
+    """The entry itself when it holds no secret, else a row dict with message and context scrubbed."""
     message = scrub_text(entry.message)
     context = scrub(entry.context)
     if message == entry.message and context == entry.context:
         return entry
-    clone = copy.copy(entry)
-    clone.message = message
-    clone.context = context
-    return clone
+    return _shallow_row(entry, message=message, context=context)
 
 
 _SIG_FIELDS = ("parameters", "result", "state_before", "state_after")
 
 
 def propagate_signature_name(action: Any) -> Any:
-    """An ActionRecord whose four dicts all carry the `signature_name` found first in any of them.
+    """The action itself, or a row dict whose four dicts all carry the `signature_name` found first.
 
-    Returns the same object when there is nothing to add; otherwise a copy with new dicts.
+    The caller's record and dicts are never changed: changed dicts are new copies.
     """
     name = None
     for f in _SIG_FIELDS:
@@ -89,7 +99,4 @@ def propagate_signature_name(action: Any) -> Any:
     missing = [f for f in _SIG_FIELDS if isinstance(getattr(action, f), dict) and "signature_name" not in getattr(action, f)]
     if not missing:
         return action
-    clone = copy.copy(action)
-    for f in missing:
-        setattr(clone, f, {**getattr(action, f), "signature_name": name})
-    return clone
+    return _shallow_row(action, **{f: {**getattr(action, f), "signature_name": name} for f in missing})
