@@ -191,7 +191,10 @@ def test_record_action_single(benchmark, tmp_path, durability, impl):
 @pytest.mark.parametrize("impl", ["engine", "sqlite-wal", "old-memory"])
 def test_log_single(benchmark, tmp_path, durability, impl):
     benchmark.group = f"log one by one ({durability})"
-    store = {"engine": lambda: _engine(tmp_path, durability), "sqlite-wal": lambda: _sqlite(tmp_path, durability)}
+    store = {
+        "engine": lambda: _engine(tmp_path, durability),
+        "sqlite-wal": lambda: _sqlite(tmp_path, durability),
+    }
     s = store.get(impl, OldMemoryLayer)()
     _info(benchmark, impl, 1)
     logs = iter([make_log(i) for i in range(100_000)])
@@ -201,7 +204,10 @@ def test_log_single(benchmark, tmp_path, durability, impl):
 @pytest.mark.parametrize("impl", ["engine", "sqlite-wal", "old-memory"])
 def test_store_embedding(benchmark, tmp_path, durability, impl):
     benchmark.group = f"store_embedding 384-d ({durability})"
-    store = {"engine": lambda: _engine(tmp_path, durability), "sqlite-wal": lambda: _sqlite(tmp_path, durability)}
+    store = {
+        "engine": lambda: _engine(tmp_path, durability),
+        "sqlite-wal": lambda: _sqlite(tmp_path, durability),
+    }
     s = store.get(impl, OldMemoryLayer)()
     _info(benchmark, impl, 1)
     embs = iter([make_embedding(i) for i in range(2000)])

@@ -7,9 +7,7 @@ REDDB_URL is configured, replicates every write to RedDB exactly once).
 from __future__ import annotations
 
 import os
-from typing import Any
-
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from . import errors
 from .config import Config, load_config
@@ -77,7 +75,7 @@ def __getattr__(name: str) -> Any:
 __version__ = "0.1.0"
 
 
-def open(path: str | os.PathLike[str] | None = None, **options: Any) -> Engine:  # noqa: A001
+def open(path: str | os.PathLike[str] | None = None, **options: Any) -> Engine:
     """Open (creating if needed) the store at `path` (default: ENGINE_PATH or the user data directory).
 
     Keyword options override the environment: reddb_url, reddb_token, namespace, backend, prefix, durable,

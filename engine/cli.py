@@ -77,7 +77,7 @@ def cmd_get(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    out = sys.stdout.buffer if args.output in (None, "-") else open(args.output, "wb")  # noqa: SIM115
+    out = sys.stdout.buffer if args.output in (None, "-") else open(args.output, "wb")
     try:
         with _open(args) as eng:
             total = eng.store.stream_length(args.stream)
@@ -98,7 +98,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    src = sys.stdin.buffer if args.file == "-" else open(args.file, "rb")  # noqa: SIM115
+    src = sys.stdin.buffer if args.file == "-" else open(args.file, "rb")
     try:
         lines = [ln for ln in src.read().splitlines() if ln.strip()]
     finally:
@@ -125,7 +125,9 @@ EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = []  # type:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="engine", description="reddb-engine: local-first agent telemetry store")
+    parser = argparse.ArgumentParser(
+        prog="engine", description="reddb-engine: local-first agent telemetry store"
+    )
     parser.add_argument("--path", default=None, help="store directory (default: ENGINE_PATH or the data dir)")
     sub = parser.add_subparsers(dest="command", required=True)
 

@@ -65,7 +65,7 @@ def decode(data: bytes | memoryview) -> Any:
 
 
 def encode_embedding(fields: dict[str, Any], vector: Any) -> bytes:
-    """Binary embedding record: magic, header length, JSON header (all fields but the vector), float32 bytes."""
+    """Binary embedding record: magic, header length, JSON header (fields but the vector), float32 bytes."""
     arr = np.ascontiguousarray(vector, dtype=np.float32)
     if arr.ndim != 1 or arr.size == 0:
         raise ValidationError("an embedding vector must be a non-empty 1-D sequence of numbers")

@@ -44,7 +44,7 @@ R = TypeVar("R")
 EMBEDDING_LOG = "__embeddings"  # local-only stream of embedding ids, so other processes' vectors are seen
 
 
-def _require(record: Any, cls: type, what: str) -> None:
+def _require(record: Any, cls: type[Any], what: str) -> None:
     if not isinstance(record, cls):
         raise ValidationError(f"{what} must be a {cls.__name__}, got {type(record).__name__}")
     record.validate()
@@ -442,7 +442,7 @@ class Engine:
         return value if isinstance(value, dict) else None
 
     def get_performance_trends(self, metric_type: str, hours: float = 24) -> dict[str, list[Any]]:
-        """`{field: [values, oldest first]}` for every numeric field of `{metric_type}_metrics` rows in the window.
+        """`{field: [values, oldest first]}` per number field of the `{metric_type}_metrics` window rows.
 
         Every row of the window counts (the old layer looked at the first 1,000 rows only).
         """
@@ -451,7 +451,8 @@ class Engine:
         rows = [
             row
             for _, row in self.store.iter_backward(stream, _loads, page=1024)
-            if isinstance(row, dict) and isinstance(row.get("timestamp"), (int, float))
+            if isinstance(row, dict)
+            and isinstance(row.get("timestamp"), (int, float))
             and row["timestamp"] >= cutoff
         ]
         trends: dict[str, list[Any]] = {}

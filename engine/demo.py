@@ -33,7 +33,9 @@ from .models import (
 )
 from .progress import Progress
 
-SIGNATURES = [f"{kind}{i}" for kind in ("CodeAnalyzer", "TestRunner", "PatchWriter", "Planner") for i in range(9)]
+SIGNATURES = [
+    f"{kind}{i}" for kind in ("CodeAnalyzer", "TestRunner", "PatchWriter", "Planner") for i in range(9)
+]
 VERIFIERS = [f"{kind}{i}" for kind in ("Lint", "TypeCheck", "UnitTest") for i in range(8)]
 SOURCES = ["agent.loop", "agent.tools", "agent.llm", "agent.verifier", "agent.patcher"]
 LEVELS = ["DEBUG", "INFO", "INFO", "INFO", "WARNING", "ERROR"]
@@ -157,7 +159,7 @@ def run_demo(eng: Engine, sizes: DemoSizes, out: TextIO, seed: int = 7) -> dict[
                 else:
                     eng.store_verifier_metrics(m)
 
-    metric_updates = [_signature(rng, s) for s in SIGNATURES for _ in range(5)]
+    metric_updates: list[Any] = [_signature(rng, s) for s in SIGNATURES for _ in range(5)]
     metric_updates += [_verifier(rng, v) for v in VERIFIERS for _ in range(5)]
     timed("metrics", len(metric_updates), lambda i: metric_updates[i], write_metrics)
 
@@ -234,8 +236,10 @@ def _summarise(eng: Engine, timings: dict[str, tuple[int, float]], out: TextIO) 
     t_recent = time.perf_counter() - t0
     p(f"Newest 5 actions ({t_recent * 1e6:,.0f} us):")
     for a in recent:
-        p(f"  {time.strftime('%H:%M:%S', time.localtime(a.timestamp))}  {a.action_type.value:<17}"
-          f" reward={a.reward:.3f}  signature={a.parameters.get('signature_name')}")
+        p(
+            f"  {time.strftime('%H:%M:%S', time.localtime(a.timestamp))}  {a.action_type.value:<17}"
+            f" reward={a.reward:.3f}  signature={a.parameters.get('signature_name')}"
+        )
     t0 = time.perf_counter()
     top = sorted(eng.get_all_signature_metrics(), key=lambda m: m.performance_score, reverse=True)[:5]
     t_top = time.perf_counter() - t0

@@ -82,7 +82,9 @@ class ClosedStoreError(StorageError):
 class NativeExtensionError(EngineError, ImportError):
     """A compiled kernel is missing: the engine refuses to run slow code silently."""
 
-    hint = "build the extensions (make build / pip install -e .) or set ENGINE_PURE=1 to use the reference path"
+    hint = (
+        "build the extensions (make build / pip install -e .) or set ENGINE_PURE=1 to use the reference path"
+    )
 
 
 class RemoteError(EngineError):
@@ -91,9 +93,7 @@ class RemoteError(EngineError):
     `status` is the HTTP status code, or None when no response arrived.
     """
 
-    def __init__(
-        self, message: str = "", *, status: int | None = None, hint: str | None = None
-    ) -> None:
+    def __init__(self, message: str = "", *, status: int | None = None, hint: str | None = None) -> None:
         super().__init__(message, hint=hint)
         self.status = status
 

@@ -170,7 +170,9 @@ class LocalStore:
     # ------------------------------------------------------------------ lifecycle
     def _check(self) -> None:
         if self._pid_epoch != _fork_epoch:
-            raise ForkedStoreError(f"the store at {self.path} was opened before fork(); it cannot be used here")
+            raise ForkedStoreError(
+                f"the store at {self.path} was opened before fork(); it cannot be used here"
+            )
         if self._closed:
             raise ClosedStoreError(f"the store at {self.path} is closed")
 
@@ -273,7 +275,7 @@ class LocalStore:
             buf = txn.get(key.encode(), db=self.db_kv)
             return None if buf is None else bytes(buf)
 
-    def kv_get_with(self, key: str, fn: Callable[[memoryview], Any]) -> Any:
+    def kv_get_with(self, key: str, fn: Callable[[Any], Any]) -> Any:
         """Apply `fn` to the zero-copy value buffer of `key` inside the read transaction; None if missing."""
         with self.read_txn() as txn:
             buf = txn.get(key.encode(), db=self.db_kv)
@@ -362,7 +364,7 @@ class LocalStore:
         return self.read_with(stream, start, count, bytes)
 
     def read_with(
-        self, stream: str, start: int, count: int, fn: Callable[[memoryview], Any]
+        self, stream: str, start: int, count: int, fn: Callable[[Any], Any]
     ) -> list[tuple[int, Any]]:
         """Like `read`, applying `fn` to each zero-copy row buffer inside the transaction."""
         if count <= 0:
@@ -385,7 +387,7 @@ class LocalStore:
         return out
 
     def iter_backward(
-        self, stream: str, fn: Callable[[memoryview], Any], *, before: int | None = None, page: int = 256
+        self, stream: str, fn: Callable[[Any], Any], *, before: int | None = None, page: int = 256
     ) -> Iterator[tuple[int, Any]]:
         """Newest-first iteration over `stream`, in read transactions of `page` rows each."""
         end = self.stream_length(stream) if before is None else before

@@ -9,12 +9,23 @@ mutated them). Scrubbing matches whole words of a key name, so `api_key`,
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import re
 from typing import Any
 
 REDACTED = "***"
 _SECRET_WORDS = frozenset(
-    {"password", "passwd", "secret", "token", "authorization", "bearer", "apikey", "credential", "credentials"}
+    {
+        "password",
+        "passwd",
+        "secret",
+        "token",
+        "authorization",
+        "bearer",
+        "apikey",
+        "credential",
+        "credentials",
+    }
 )
 _WORD_SPLIT = re.compile(r"[^a-zA-Z0-9]+|(?<=[a-z0-9])(?=[A-Z])")
 _STRING_PATTERNS = (
@@ -32,7 +43,7 @@ def is_secret_key(name: str) -> bool:
     words = [w.lower() for w in _WORD_SPLIT.split(name) if w]
     if any(w in _SECRET_WORDS for w in words):
         return True
-    return any(a == "api" and b == "key" for a, b in zip(words, words[1:], strict=False))
+    return any(a == "api" and b == "key" for a, b in itertools.pairwise(words))
 
 
 def scrub_text(text: str) -> str:
@@ -96,7 +107,11 @@ def propagate_signature_name(action: Any) -> Any:
                 break
     if name is None:
         return action
-    missing = [f for f in _SIG_FIELDS if isinstance(getattr(action, f), dict) and "signature_name" not in getattr(action, f)]
+    missing = [
+        f
+        for f in _SIG_FIELDS
+        if isinstance(getattr(action, f), dict) and "signature_name" not in getattr(action, f)
+    ]
     if not missing:
         return action
     return _shallow_row(action, **{f: {**getattr(action, f), "signature_name": name} for f in missing})

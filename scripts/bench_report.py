@@ -59,9 +59,10 @@ def render(data: dict) -> str:
     lines = [
         "# Benchmarks",
         "",
-        "Written by `make bench` (pytest-benchmark; `make bench-check` fails on a >10% mean regression against",
-        "the last saved run on the same machine). Medians; ratios are peer time / engine time, so > 1 means the",
-        "engine is faster. Shared 2-vCPU machine: treat differences under ~1.5x between runs as noise.",
+        "Written by `make bench` (pytest-benchmark; `make bench-check` fails on a >10% mean regression",
+        "against the last saved run on the same machine). Medians; ratios are peer time / engine time,",
+        "so > 1 means the engine is faster. Shared 2-vCPU machine: treat differences under ~1.5x between",
+        "runs as noise.",
         "",
         f"- machine: {machine.get('cpu', {}).get('brand_raw', platform.processor() or '?')}, "
         f"{machine.get('cpu', {}).get('count', '?')} cores, Python {machine.get('python_version', '?')}",
@@ -73,7 +74,8 @@ def render(data: dict) -> str:
         rows = groups[group]
         ours = [b for b in rows if b["extra_info"].get("impl") == "engine"]
         per_op = {
-            b["extra_info"].get("impl", b["name"]): b["stats"]["median"] / b["extra_info"].get("ops_per_round", 1)
+            b["extra_info"].get("impl", b["name"]): b["stats"]["median"]
+            / b["extra_info"].get("ops_per_round", 1)
             for b in rows
         }
         peer_round = {b["extra_info"].get("impl", b["name"]): b["stats"]["median"] for b in rows}
@@ -96,7 +98,14 @@ def render(data: dict) -> str:
             summary.append(f"| {group} | {target} | {mark} |")
         lines.append("")
     if summary:
-        lines[10:10] = ["## Targets", "", "| benchmark | target | result |", "| --- | --- | --- |", *summary, ""]
+        lines[10:10] = [
+            "## Targets",
+            "",
+            "| benchmark | target | result |",
+            "| --- | --- | --- |",
+            *summary,
+            "",
+        ]
     return "\n".join(lines) + "\n"
 
 

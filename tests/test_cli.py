@@ -27,8 +27,21 @@ def store(tmp_path):
 
 def test_demo_writes_and_summarises(tmp_path, capsys):
     path = tmp_path / "demo"
-    code = main(["--path", str(path), "demo", "--fresh", "--fast", "--actions", "3000", "--logs", "1000",
-                 "--embeddings", "50"])
+    code = main(
+        [
+            "--path",
+            str(path),
+            "demo",
+            "--fresh",
+            "--fast",
+            "--actions",
+            "3000",
+            "--logs",
+            "1000",
+            "--embeddings",
+            "50",
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0
     assert "records/s" in out and "Newest 5 actions" in out and "Top 5 signatures" in out
@@ -83,7 +96,7 @@ def test_stats_json(store, capsys):
     report = orjson.loads(capsys.readouterr().out)
     assert report["streams"]["events"]["rows"] == 20
     assert report["streams"]["events"]["bytes"] == sum(len(f'{{"i":{i}}}') for i in range(20))
-    assert report["key_spaces"]["config"] == {"keys": 1, "bytes": len(b"{\"a\":1}")}
+    assert report["key_spaces"]["config"] == {"keys": 1, "bytes": len(b'{"a":1}')}
     assert report["lmdb"]["map_size"] >= 1 << 30
     assert main(["--path", str(store), "stats"]) == 0
     assert "events" in capsys.readouterr().out

@@ -125,9 +125,15 @@ def test_signature_metrics_layout_and_registration(eng):
     eng.store_signature_metrics(m)
     assert eng.get("dspy_agent:signatures:CodeAnalyzer") == m.to_dict()
     assert eng.get("dspy_agent:registries:signatures") == ["CodeAnalyzer"]
-    (off, row), = eng.read("signature_metrics")
+    ((off, row),) = eng.read("signature_metrics")
     assert off == 0
-    assert list(row) == ["signature_name", "performance_score", "success_rate", "avg_response_time", "timestamp"]
+    assert list(row) == [
+        "signature_name",
+        "performance_score",
+        "success_rate",
+        "avg_response_time",
+        "timestamp",
+    ]
     assert row["performance_score"] == 89.5
     got = eng.get_signature_metrics("CodeAnalyzer")
     assert got == m and got is not m
@@ -146,7 +152,9 @@ def test_verifier_metrics_layout_and_registration(eng):
     eng.store_verifier_metrics(verifier("Types", 90.0))
     assert eng.get("dspy_agent:registries:verifiers") == ["Lint", "Types"]
     rows = [r for _, r in eng.read("verifier_metrics")]
-    assert [list(r) for r in rows] == [["verifier_name", "accuracy", "checks_performed", "issues_found", "timestamp"]] * 2
+    assert [list(r) for r in rows] == [
+        ["verifier_name", "accuracy", "checks_performed", "issues_found", "timestamp"]
+    ] * 2
     assert [v.accuracy for v in eng.get_all_verifier_metrics()] == [96.8, 90.0]
     assert eng.get_verifier_metrics("Lint").accuracy == 96.8
 
@@ -161,7 +169,7 @@ def test_actions_newest_first_and_by_id(eng):
     assert eng.get_recent_actions(0) == []
     assert eng.get_action(actions[4].action_id) == actions[4]
     assert eng.get_action("unknown") is None
-    (_, row), = eng.read("rl_actions", 0, 1)
+    ((_, row),) = eng.read("rl_actions", 0, 1)
     assert row == actions[0].to_dict()
     assert eng.get(f"dspy_agent:actions:{actions[0].action_id}") is None  # no per-record KV copy
 
@@ -207,7 +215,7 @@ def test_signature_name_propagates_without_mutating_the_caller(eng):
     before = copy.deepcopy(a.to_dict())
     eng.record_action(a)
     assert a.to_dict() == before
-    (_, row), = eng.read("rl_actions")
+    ((_, row),) = eng.read("rl_actions")
     for f in ("parameters", "result", "state_before", "state_after"):
         assert row[f]["signature_name"] == "MySig"
 
@@ -227,7 +235,9 @@ def test_logs_level_filter_reaches_far_back(eng):
 
 
 def test_log_scrubs_secrets_on_a_copy(eng):
-    e = create_log_entry("INFO", "svc", "called with sk-abcdefghijklmnopqrstuvwxyz", {"api_key": "x", "max_tokens": 5})
+    e = create_log_entry(
+        "INFO", "svc", "called with sk-abcdefghijklmnopqrstuvwxyz", {"api_key": "x", "max_tokens": 5}
+    )
     before = e.to_dict()
     eng.log(e)
     assert e.to_dict() == before
@@ -319,8 +329,6 @@ def test_embeddings_are_raw_float32_locally_and_json_on_the_wire(eng):
 
 
 def test_performance_trends_cover_every_row_in_the_window(eng):
-    for i in range(1500):
-        eng.store.append  # noqa: B018
     with eng.batch():
         for i in range(1500):
             eng.store_signature_metrics(signature(score=float(i % 100)))

@@ -37,7 +37,7 @@ def test_offsets_start_at_zero_and_are_contiguous_per_stream(store):
 
 def test_streams_do_not_bleed_into_each_other(store):
     with store.write() as b:
-        for i in range(5):
+        for _i in range(5):
             store.append(b, "s1", b"1")
             store.append(b, "s2", b"2")
     assert {v for _, v in store.read("s1", 0, 100)} == {b"1"}

@@ -9,8 +9,18 @@ from engine.redact import REDACTED, is_secret_key, propagate_signature_name, scr
 
 
 def test_secret_keys_by_whole_word():
-    for k in ("api_key", "OPENAI_API_KEY", "x-api-key", "apiKey", "password", "Authorization", "access_token",
-              "reddb_token", "client_secret", "bearer"):
+    for k in (
+        "api_key",
+        "OPENAI_API_KEY",
+        "x-api-key",
+        "apiKey",
+        "password",
+        "Authorization",
+        "access_token",
+        "reddb_token",
+        "client_secret",
+        "bearer",
+    ):
         assert is_secret_key(k), k
     for k in ("max_tokens", "num_tokens_used", "keyboard", "monkey", "tokens", "author"):
         assert not is_secret_key(k), k
@@ -29,7 +39,11 @@ def test_scrub_is_a_deep_copy_and_keeps_innocent_fields():
     before = copy.deepcopy(ctx)
     out = scrub(ctx)
     assert ctx == before
-    assert out == {"api_key": REDACTED, "max_tokens": 4096, "nested": [{"token": REDACTED, "note": f"Bearer {REDACTED}"}]}
+    assert out == {
+        "api_key": REDACTED,
+        "max_tokens": 4096,
+        "nested": [{"token": REDACTED, "note": f"Bearer {REDACTED}"}],
+    }
 
 
 @dataclass

@@ -60,7 +60,7 @@ def test_sigkill_during_writes_loses_no_acknowledged_record(tmp_path):
         rows = state["rows"]
         # contiguous offsets, every row decodes to a whole record
         assert [r[0] for r in rows] == list(range(state["length"]))
-        for off, value in rows:
+        for _, value in rows:
             assert set(value) == {"seq", "tag", "pad"}
             assert value["pad"] == "x" * (value["seq"] % 97)
         by_offset = {off: value["seq"] for off, value in rows}
