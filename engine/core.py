@@ -77,7 +77,28 @@ class Engine:
         self._attach_layers()
 
     def _attach_layers(self) -> None:
-        """Hook for the layers built on the data API (sync, migrations); see engine.open()."""
+        """Start the layers built on the data API: replication when a remote is configured."""
+        self._syncer: Any = None
+        if self.config.replicate:
+            from .sync import Syncer
+
+            self._syncer = Syncer(self)
+            if self.config.auto_sync:
+                self._syncer.start()
+            self._extensions.append(self._syncer.stop)
+
+    # ------------------------------------------------------------------ replication
+    def sync_status(self) -> dict[str, Any]:
+        """Replication state: backlog, lag, last error, sent, retries, duplicates avoided."""
+        if self._syncer is None:
+            return {"enabled": False, "backlog": self.store.outbox_size()}
+        return dict(self._syncer.status())
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every write so far has reached RedDB; False if `timeout` seconds passed first."""
+        if self._syncer is None:
+            return True
+        return bool(self._syncer.flush(timeout))
 
     def __repr__(self) -> str:
         mode = f"replicating to {self.config.reddb_url!r}" if self.config.replicate else "local only"
