@@ -60,6 +60,8 @@ def check_name(name: object, what: str = "name") -> str:
             f"{what} must not contain '/': {name[:80]!r}",
             hint="some RedDB servers decode %2F before routing, so such a key could never be read back",
         )
+    if name in (".", ".."):
+        raise ValidationError(f"{what} must not be '.' or '..' (HTTP clients collapse them out of the path)")
     if any(ord(c) < 32 or ord(c) == 127 for c in name):
         raise ValidationError(f"{what} must not contain control characters: {name[:80]!r}")
     if len(name.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:

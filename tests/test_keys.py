@@ -15,7 +15,7 @@ def test_kv_key_layout():
     assert keys.kv_key("p", keys.CONTEXT, "current") == "p:context:current"
 
 
-@pytest.mark.parametrize("bad", ["", "a/b", "tab\there", "x" * 513, 5, None, "\ud800"])
+@pytest.mark.parametrize("bad", ["", ".", "..", "a/b", "tab\there", "x" * 513, 5, None, "\ud800"])
 def test_bad_names_are_rejected(bad):
     with pytest.raises(ValidationError):
         keys.check_name(bad)
