@@ -98,11 +98,12 @@ def decode_outbox(data: bytes | memoryview) -> tuple[bytes, str, str | None, byt
 class WriteBatch:
     """The state of one write transaction: stream heads and outbox sequence cached until commit."""
 
-    __slots__ = ("after_commit", "heads", "outbox_seq", "txn")
+    __slots__ = ("after_commit", "heads", "outbox_seq", "spaces", "txn")
 
     def __init__(self, txn: lmdb.Transaction) -> None:
         self.txn = txn
         self.heads: dict[bytes, list[int]] = {}  # stream name -> [stream id, next offset]
+        self.spaces: set[bytes] = set()  # key spaces written: their generation is bumped at commit
         self.outbox_seq: int | None = None
         self.after_commit: list[Callable[[], None]] = []
 
@@ -252,19 +253,27 @@ class LocalStore:
             txn.put(name, _LOC.pack(sid, nxt), db=self.db_smeta)
         if batch.outbox_seq is not None:
             txn.put(b"outbox_seq", _U64.pack(batch.outbox_seq), db=self.db_meta)
+        for space in batch.spaces:
+            gkey = b"gen:" + space
+            raw = txn.get(gkey, db=self.db_meta)
+            txn.put(gkey, _U64.pack((_U64.unpack(raw)[0] if raw is not None else 0) + 1), db=self.db_meta)
 
     # ------------------------------------------------------------------ key-value
     def kv_put(
         self, batch: WriteBatch, key: str, value: bytes, *, wire: bytes | None = None, replicate: bool = True
     ) -> None:
         """Store `value` under `key`; `wire` is what RedDB gets (defaults to `value`)."""
-        batch.txn.put(key.encode(), value, db=self.db_kv)
+        kb = key.encode()
+        batch.txn.put(kb, value, db=self.db_kv)
+        batch.spaces.add(kb.rpartition(b":")[0])
         if self.outbox_enabled and replicate:
             self._outbox_add(batch, OP_PUT, key, None, value if wire is None else wire)
 
     def kv_delete(self, batch: WriteBatch, key: str, *, replicate: bool = True) -> bool:
         """Delete `key`; True if it existed. Replicated as a delete either way (idempotent remotely)."""
-        existed = bool(batch.txn.delete(key.encode(), db=self.db_kv))
+        kb = key.encode()
+        existed = bool(batch.txn.delete(kb, db=self.db_kv))
+        batch.spaces.add(kb.rpartition(b":")[0])
         if self.outbox_enabled and replicate:
             self._outbox_add(batch, OP_DELETE, key, None, b"")
         return existed
@@ -294,6 +303,11 @@ class LocalStore:
                         break
                     out.append((kb.decode(), bytes(v)))
         return out
+
+    def space_generation(self, space: str) -> int:
+        """How many committed transactions wrote a key of `space` (the key up to its last ':')."""
+        raw = self.meta_get("gen:" + space)
+        return 0 if raw is None else int(_U64.unpack(raw)[0])
 
     # ------------------------------------------------------------------ streams
     def _head(self, batch: WriteBatch, name: bytes) -> list[int]:

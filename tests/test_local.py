@@ -207,3 +207,20 @@ def test_non_durable_mode_opens_without_sync(tmp_path):
     with env.begin() as txn:
         assert txn.get(b"streams") is not None  # the named databases exist
     env.close()
+
+
+def test_key_space_generations_count_committed_writes(store):
+    assert store.space_generation("p:sig") == 0
+    with store.write() as b:
+        store.kv_put(b, "p:sig:a", b"1")
+        store.kv_put(b, "p:sig:b", b"1")
+    assert store.space_generation("p:sig") == 1
+    with store.write() as b:
+        store.kv_delete(b, "p:sig:a")
+        store.kv_put(b, "p:ver:a", b"1")
+    assert store.space_generation("p:sig") == 2
+    assert store.space_generation("p:ver") == 1
+    with pytest.raises(ValueError), store.write() as b:
+        store.kv_put(b, "p:sig:c", b"1")
+        raise ValueError
+    assert store.space_generation("p:sig") == 2
