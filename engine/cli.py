@@ -124,6 +124,12 @@ def cmd_import(args: argparse.Namespace) -> int:
 EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = []  # type: ignore[type-arg]
 
 
+def _layer_commands() -> list[Callable[[Any], None]]:
+    from . import migrations
+
+    return [migrations.register_cli]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="engine", description="reddb-engine: local-first agent telemetry store"
@@ -163,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", help="a .jsonl file, or - for stdin")
     p.set_defaults(func=cmd_import)
 
-    for register in EXTRA_COMMANDS:
+    for register in [*_layer_commands(), *EXTRA_COMMANDS]:
         register(sub)
     return parser
 

@@ -77,7 +77,11 @@ class Engine:
         self._attach_layers()
 
     def _attach_layers(self) -> None:
-        """Start the layers built on the data API: replication when a remote is configured."""
+        """Start the layers built on the data API: migrations, then replication when configured."""
+        if self.config.auto_migrate:
+            from .migrations import migrate_on_open
+
+            migrate_on_open(self)
         self._syncer: Any = None
         if self.config.replicate:
             from .sync import Syncer
