@@ -25,6 +25,7 @@ from . import codec, keys
 from .config import Config, load_config
 from .errors import NotFoundError, ValidationError
 from .local import LocalStore, WriteBatch
+from .querycache import GenerationCache, space_dep
 from .models import (
     ActionRecord,
     ContextState,
@@ -74,6 +75,10 @@ class Engine:
         self._closed = False
         self._extensions: list[Callable[[], None]] = []  # close hooks of attached layers
         self._columns: Any = None
+        self.cache = GenerationCache(self.store, self.config.cache_size, self.config.cache_ttl)
+        self.query_cache = GenerationCache(
+            self.store, self.config.query_cache_size, self.config.query_cache_ttl
+        )
         self._attach_layers()
 
     def _attach_layers(self) -> None:
@@ -294,10 +299,18 @@ class Engine:
             self.store.append(b, keys.SIGNATURE_METRICS, summary)
             self._register(b, keys.SIGNATURES, metrics.signature_name)
 
+    def _cached_record(self, category: str, name: str, cls: Any) -> Any:
+        key = self.key(category, name)
+        d = self.cache.get_or_compute(
+            (category, name),
+            [space_dep(f"{self.config.prefix}:{category}")],
+            lambda: self._kv_value(key),
+        )
+        return None if d is None else cls.from_dict(d)
+
     def get_signature_metrics(self, signature_name: str) -> SignatureMetrics | None:
-        """The current metrics of one signature, or None."""
-        d = self._kv_value(self.key(keys.SIGNATURES, signature_name))
-        return None if d is None else SignatureMetrics.from_dict(d)
+        """The current metrics of one signature, or None (read through the cache; never stale)."""
+        return self._cached_record(keys.SIGNATURES, signature_name, SignatureMetrics)  # type: ignore[no-any-return]
 
     def get_all_signature_metrics(self) -> list[SignatureMetrics]:
         """Metrics of every registered signature (registry order)."""
@@ -326,9 +339,29 @@ class Engine:
             self._register(b, keys.VERIFIERS, metrics.verifier_name)
 
     def get_verifier_metrics(self, verifier_name: str) -> VerifierMetrics | None:
-        """The current metrics of one verifier, or None."""
-        d = self._kv_value(self.key(keys.VERIFIERS, verifier_name))
-        return None if d is None else VerifierMetrics.from_dict(d)
+        """The current metrics of one verifier, or None (read through the cache; never stale)."""
+        return self._cached_record(keys.VERIFIERS, verifier_name, VerifierMetrics)  # type: ignore[no-any-return]
+
+    # ------------------------------------------------------------------ caches
+    def warm_cache(
+        self, signatures: Iterable[str] | None = None, verifiers: Iterable[str] | None = None
+    ) -> int:
+        """Load these signatures' and verifiers' metrics into the cache; returns how many were found."""
+        found = 0
+        for name in signatures or ():
+            found += self.get_signature_metrics(name) is not None
+        for name in verifiers or ():
+            found += self.get_verifier_metrics(name) is not None
+        return found
+
+    def clear_cache(self) -> None:
+        """Empty both caches (never needed for correctness: entries die when what they read changes)."""
+        self.cache.clear()
+        self.query_cache.clear()
+
+    def get_cache_stats(self) -> dict[str, dict[str, Any]]:
+        """`{"main_cache": {...}, "query_cache": {...}}`: size, max_size, hits, misses, hit_rate, ..."""
+        return {"main_cache": self.cache.stats(), "query_cache": self.query_cache.stats()}
 
     def get_all_verifier_metrics(self) -> list[VerifierMetrics]:
         """Metrics of every registered verifier (registry order)."""

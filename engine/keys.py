@@ -9,6 +9,8 @@ control characters) is rejected, never truncated.
 
 from __future__ import annotations
 
+import re
+
 from .errors import ValidationError
 
 MAX_NAME_BYTES = 512
@@ -49,28 +51,41 @@ REGISTRIES = "registries"
 MIGRATIONS = "migrations"
 
 
+_BAD_CHAR = re.compile(r"[\x00-\x1f\x7f/]")
+
+
 def check_name(name: object, what: str = "name") -> str:
     """Return `name` if RedDB can carry it as (part of) one path segment, else raise ValidationError."""
-    if not isinstance(name, str):
-        raise ValidationError(f"{what} must be a str, got {type(name).__name__}")
+    if type(name) is not str:
+        if not isinstance(name, str):
+            raise ValidationError(f"{what} must be a str, got {type(name).__name__}")
+    if not name or name == "." or name == ".." or len(name) > MAX_NAME_BYTES // 4:
+        _check_slow(name, what)
+    if _BAD_CHAR.search(name) is not None:
+        _check_slow(name, what)
+    if not name.isascii():
+        _check_slow(name, what)
+    return name
+
+
+def _check_slow(name: str, what: str) -> None:
     if not name:
         raise ValidationError(f"{what} must not be empty")
+    if name in (".", ".."):
+        raise ValidationError(f"{what} must not be '.' or '..' (HTTP clients collapse them out of the path)")
     if "/" in name:
         raise ValidationError(
             f"{what} must not contain '/': {name[:80]!r}",
             hint="some RedDB servers decode %2F before routing, so such a key could never be read back",
         )
-    if name in (".", ".."):
-        raise ValidationError(f"{what} must not be '.' or '..' (HTTP clients collapse them out of the path)")
-    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+    if _BAD_CHAR.search(name) is not None:
         raise ValidationError(f"{what} must not contain control characters: {name[:80]!r}")
-    if len(name.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
-        raise ValidationError(f"{what} is longer than {MAX_NAME_BYTES} bytes UTF-8: {name[:40]!r}...")
     try:
-        name.encode("utf-8")
+        size = len(name.encode("utf-8"))
     except UnicodeEncodeError:
         raise ValidationError(f"{what} is not valid Unicode (lone surrogate): {name[:40]!r}") from None
-    return name
+    if size > MAX_NAME_BYTES:
+        raise ValidationError(f"{what} is longer than {MAX_NAME_BYTES} bytes UTF-8: {name[:40]!r}...")
 
 
 def kv_key(prefix: str, category: str, ident: str) -> str:
