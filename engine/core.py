@@ -25,7 +25,6 @@ from . import codec, keys
 from .config import Config, load_config
 from .errors import NotFoundError, ValidationError
 from .local import LocalStore, WriteBatch
-from .querycache import GenerationCache, space_dep
 from .models import (
     ActionRecord,
     ContextState,
@@ -39,6 +38,7 @@ from .models import (
     signature_summary,
     verifier_summary,
 )
+from .querycache import GenerationCache, space_dep
 from .redact import propagate_signature_name, scrub_log_entry
 
 R = TypeVar("R")
