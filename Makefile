@@ -39,7 +39,7 @@ run: $(BUILD_STAMP)
 lint: $(DEPS_STAMP)
 	$(VENV)/bin/ruff check engine tests benchmarks scripts setup.py
 	$(VENV)/bin/ruff format --check engine tests benchmarks scripts setup.py
-	$(VENV)/bin/cython-lint --max-line-length 110 ext
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VENV)/bin/cython-lint --max-line-length 110 ext
 	$(VENV)/bin/mypy engine
 
 test: $(BUILD_STAMP) lint

@@ -31,6 +31,8 @@ DIRECTIVES = {
     "initializedcheck": DEBUG,
     "cdivision": not DEBUG,
     "embedsignature": True,
+    # plain C method wrappers: ~20 ns less per call on the cache hot path (no function objects)
+    "binding": False,
     "freethreading_compatible": False,
 }
 

@@ -121,6 +121,15 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .server import main as server_main
+
+    argv = list(args.extra)
+    if args.path and "--path" not in argv:
+        argv += ["--path", args.path]
+    return server_main(argv)
+
+
 EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = []  # type: ignore[type-arg]
 
 
@@ -164,6 +173,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", default=None)
     p.set_defaults(func=cmd_export)
 
+    p = sub.add_parser("serve", help="a RedDB-compatible HTTP server over an LMDB store (needs the [server] extra)")
+    p.set_defaults(func=cmd_serve, passthrough=True)  # its own options: see `python -m engine.server --help`
+
     p = sub.add_parser("import", help="append JSON lines to a stream (all or nothing)")
     p.add_argument("stream")
     p.add_argument("file", help="a .jsonl file, or - for stdin")
@@ -176,7 +188,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and not getattr(args, "passthrough", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.extra = extra
     handler: Handler = args.func
     try:
         return handler(args)
