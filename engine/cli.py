@@ -173,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", default=None)
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("serve", help="a RedDB-compatible HTTP server over an LMDB store (needs the [server] extra)")
+    p = sub.add_parser("serve", help="a RedDB-compatible HTTP server (the [server] extra)")
     p.set_defaults(func=cmd_serve, passthrough=True)  # its own options: see `python -m engine.server --help`
 
     p = sub.add_parser("import", help="append JSON lines to a stream (all or nothing)")
