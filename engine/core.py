@@ -24,6 +24,7 @@ import orjson
 from . import codec, keys
 from .config import Config, load_config
 from .errors import NotFoundError, ValidationError
+from .insights import EMBEDDING_LOG, Insights
 from .local import LocalStore, WriteBatch
 from .models import (
     ActionRecord,
@@ -42,7 +43,6 @@ from .querycache import GenerationCache, space_dep
 from .redact import propagate_signature_name, scrub_log_entry
 
 R = TypeVar("R")
-EMBEDDING_LOG = "__embeddings"  # local-only stream of embedding ids, so other processes' vectors are seen
 
 
 def _require(record: Any, cls: type[Any], what: str) -> None:
@@ -55,7 +55,7 @@ def _loads(buf: memoryview | bytes) -> Any:
     return orjson.loads(buf)
 
 
-class Engine:
+class Engine(Insights):
     """A store of agent telemetry: local LMDB first, optionally replicated to RedDB.
 
     Open one with `engine.open()`. Thread-safe. Use it as a context manager or call `close()`.
@@ -75,6 +75,9 @@ class Engine:
         self._closed = False
         self._extensions: list[Callable[[], None]] = []  # close hooks of attached layers
         self._columns: Any = None
+        self._vectors = None
+        self._vectors_upto = 0
+        self._vectors_lock = threading.Lock()
         self.cache = GenerationCache(self.store, self.config.cache_size, self.config.cache_ttl)
         self.query_cache = GenerationCache(
             self.store, self.config.query_cache_size, self.config.query_cache_ttl
@@ -217,7 +220,10 @@ class Engine:
         """Delete `key`; True if it existed."""
         keys.check_name(key, "key")
         with self.store.write() as b:
-            return self.store.kv_delete(b, key)
+            existed = self.store.kv_delete(b, key)
+            if key.startswith(self._embedding_prefix()):  # the vector mirror must drop it too
+                self.store.append(b, EMBEDDING_LOG, key.encode(), replicate=False)
+            return existed
 
     def append(self, stream: str, value: Any) -> int:
         """Append a JSON value to `stream`; returns its offset."""
