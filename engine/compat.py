@@ -49,7 +49,7 @@ class EnhancedDataManager(RedDBDataManager):
         super().__init__(namespace, cache_size=cache_size, cache_ttl=cache_ttl, **options)
 
 
-_lock = threading.Lock()
+_lock = threading.RLock()
 _managers: dict[str, Engine] = {}
 
 
@@ -70,6 +70,43 @@ def get_data_manager() -> RedDBDataManager:
 def get_enhanced_data_manager() -> EnhancedDataManager:
     """The process-wide enhanced data manager (created on first use)."""
     return _singleton("enhanced", EnhancedDataManager)  # type: ignore[no-any-return]
+
+
+def get_storage() -> Engine:
+    """The old `get_storage()`: an object with put/get/delete/append/read/health_check (the shared engine)."""
+    return get_data_manager()
+
+
+def get_top_performing_signatures(limit: int = 10) -> list[SignatureMetrics]:
+    """Registered signatures by performance score, best first."""
+    return get_enhanced_data_manager().get_top_performing_signatures(limit)
+
+
+def get_recent_high_reward_actions(min_reward: float = 0.8, hours: float = 24) -> list[ActionRecord]:
+    """Actions with min_reward <= reward <= 1.0 in the last `hours`, newest first, over every row."""
+    return get_enhanced_data_manager().get_recent_high_reward_actions(min_reward, hours)
+
+
+def get_error_patterns(hours: float = 24) -> dict[str, int]:
+    """`{source: number of ERROR logs}` in the last `hours`, over every row."""
+    return get_enhanced_data_manager().get_error_counts_by_source(hours)
+
+
+def __getattr__(name: str) -> Any:
+    # the heavier layers load on first use, under their old names
+    if name in ("QueryBuilder", "QueryResult"):
+        from . import query
+
+        return getattr(query, name)
+    if name in ("LRUCache", "CacheEntry"):
+        from . import cache
+
+        return cache.LRUCache
+    if name in ("Migration", "MigrationManager", "get_migration_manager", "initialize_database"):
+        from . import migrations
+
+        return getattr(migrations, name)
+    raise AttributeError(f"module 'engine.compat' has no attribute {name!r}")
 
 
 def reset_managers() -> None:
@@ -101,5 +138,9 @@ __all__ = [
     "create_retrieval_event",
     "get_data_manager",
     "get_enhanced_data_manager",
+    "get_error_patterns",
+    "get_recent_high_reward_actions",
+    "get_storage",
+    "get_top_performing_signatures",
     "reset_managers",
 ]
