@@ -39,7 +39,7 @@ from .models import (
     signature_summary,
     verifier_summary,
 )
-from .querycache import GenerationCache, space_dep
+from .querycache import GenerationCache, QueryTimings, space_dep
 from .redact import propagate_signature_name, scrub_log_entry
 
 R = TypeVar("R")
@@ -79,8 +79,9 @@ class Engine(Insights):
         self._vectors_upto = 0
         self._vectors_lock = threading.Lock()
         self.cache = GenerationCache(self.store, self.config.cache_size, self.config.cache_ttl)
+        self.query_timings = QueryTimings()
         self.query_cache = GenerationCache(
-            self.store, self.config.query_cache_size, self.config.query_cache_ttl
+            self.store, self.config.query_cache_size, self.config.query_cache_ttl, timings=self.query_timings
         )
         self._attach_layers()
 
@@ -525,6 +526,14 @@ class Engine(Insights):
                 if k != "timestamp" and isinstance(v, (int, float)):
                     trends.setdefault(k, []).append(v)
         return trends
+
+    # ------------------------------------------------------------------ monitoring
+    def stats(self) -> dict[str, Any]:
+        """What `python -m engine stats` shows: volume, LMDB health, caches, query times, migrations,
+        error patterns, and the sync backlog when replicating."""
+        from .stats import collect_stats
+
+        return collect_stats(self)
 
     # ------------------------------------------------------------------ volume
     def stream_counts(self) -> dict[str, int]:

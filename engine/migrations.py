@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from . import codec, keys, stats
+from . import codec, keys
 from .errors import EngineError, MigrationError
 from .models import ActionType, Environment
 
@@ -581,9 +581,6 @@ def migration_stats(engine: Engine) -> dict[str, Any]:
     if "error" in status:
         out["error"] = status["error"]
     return out
-
-
-stats.SECTIONS.setdefault("migrations", migration_stats)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import copy
 import threading
+import time
+from collections import deque
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
@@ -53,11 +55,47 @@ def thaw_json(frozen: Any) -> Any:
     return orjson.loads(payload) if is_json else copy.deepcopy(payload)
 
 
+class QueryTimings:
+    """Execution times per query kind (the last 1,024 of each): count, p50, p95, for monitoring."""
+
+    def __init__(self, keep: int = 1024) -> None:
+        self._keep = keep
+        self._times: dict[str, deque[float]] = {}
+        self._counts: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def record(self, kind: str, seconds: float) -> None:
+        with self._lock:
+            times = self._times.get(kind)
+            if times is None:
+                times = self._times[kind] = deque(maxlen=self._keep)
+            times.append(seconds)
+            self._counts[kind] = self._counts.get(kind, 0) + 1
+
+    def report(self) -> dict[str, dict[str, float]]:
+        """`{kind: {"count", "p50_ms", "p95_ms", "max_ms"}}` (percentiles over the kept window)."""
+        out = {}
+        with self._lock:
+            items = [(k, sorted(v), self._counts[k]) for k, v in self._times.items()]
+        for kind, times, count in sorted(items):
+            n = len(times)
+            out[kind] = {
+                "count": count,
+                "p50_ms": round(times[(n - 1) // 2] * 1e3, 4),
+                "p95_ms": round(times[min(n - 1, int(0.95 * n))] * 1e3, 4),
+                "max_ms": round(times[-1] * 1e3, 4),
+            }
+        return out
+
+
 class GenerationCache:
     """An LRU+TTL cache whose entries die when a stream or key space they read is written."""
 
-    def __init__(self, store: LocalStore, maxsize: int, ttl: float) -> None:
+    def __init__(
+        self, store: LocalStore, maxsize: int, ttl: float, *, timings: QueryTimings | None = None
+    ) -> None:
         self._store = store
+        self.timings = timings
         self._cache = LRUCache(maxsize, ttl)
         self._lock = threading.Lock()
         self._seen_txn = -1
@@ -107,7 +145,11 @@ class GenerationCache:
             self.stale += 1
             self._cache.invalidate(key)
         self.misses += 1
+        start = time.perf_counter()
         value = compute()
+        if self.timings is not None:
+            kind = key[0] if isinstance(key, tuple) and key and isinstance(key[0], str) else "other"
+            self.timings.record(kind, time.perf_counter() - start)
         if cache_if is None or cache_if(value):
             self._cache.put(key, (gens, freeze(value)))
         return value

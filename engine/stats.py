@@ -1,17 +1,14 @@
 """Monitoring: one report of what a store holds and how it is doing (`eng.stats()`, `engine stats`).
 
 Counts and bytes per stream and per key space (the `{prefix}:{category}`
-part of a key), LMDB health (map use, readers), and whatever the attached
-layers report (cache, query timings, migrations, sync backlog).
+part of a key), LMDB health (map use, readers), cache hit rates, query
+execution times per kind, migration status, error patterns of the last 24 h
+and the sync backlog.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
-
-# layers register extra sections here: name -> fn(engine) -> dict
-SECTIONS: dict[str, Callable[[Any], dict[str, Any]]] = {}
 
 
 def volume(eng: Any) -> dict[str, Any]:
@@ -40,10 +37,15 @@ def volume(eng: Any) -> dict[str, Any]:
 
 def collect_stats(eng: Any) -> dict[str, Any]:
     """The whole report as a JSON-ready dict."""
+    from .migrations import migration_stats
+
     report: dict[str, Any] = {"path": eng.store.path, "lmdb": eng.store.info()}
     report.update(volume(eng))
-    for name, fn in SECTIONS.items():
-        report[name] = fn(eng)
+    report["caches"] = eng.get_cache_stats()
+    report["query_times"] = eng.query_timings.report()
+    report["migrations"] = migration_stats(eng)
+    report["errors_24h"] = eng.get_error_patterns(24)
+    report["sync"] = eng.sync_status()
     return report
 
 
