@@ -16,7 +16,7 @@ all: test
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
-	$(PIP) install -q --upgrade pip "setuptools>=68" wheel
+	$(PIP) install -q --upgrade pip "setuptools>=77" wheel
 
 $(DEPS_STAMP): pyproject.toml | $(PY)
 	$(PIP) install -q "Cython>=3.1,<4" "numpy>=1.26" "orjson>=3.9" "lmdb>=1.4" "httpx>=0.27" \
