@@ -46,7 +46,7 @@ test: $(BUILD_STAMP) lint
 	$(PY) -m pytest -q tests
 
 $(BENCH_STAMP): $(DEPS_STAMP)
-	$(PIP) install -q cachetools cachebox lru-dict polars duckdb faiss-cpu usearch
+	$(PIP) install -q cachetools cachebox lru-dict polars duckdb faiss-cpu simsimd usearch
 	touch $@
 
 bench: $(BUILD_STAMP) $(BENCH_STAMP)

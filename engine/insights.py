@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Hashable
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import orjson
 
 from . import codec, keys
@@ -165,19 +166,38 @@ class Insights:
         return f"{self.config.prefix}:{keys.EMBEDDINGS}:"
 
     def vector_index(self) -> VectorIndex:
-        """The in-memory mirror of the stored embeddings, brought up to date with every process's writes."""
-        with self._vectors_lock:
-            if self._vectors is None:
-                from .vectors import VectorIndex
+        """The in-memory mirror of the stored embeddings, brought up to date with every process's writes.
 
-                index = VectorIndex()
-                upto = self.store.stream_length(EMBEDDING_LOG)
-                prefix = self._embedding_prefix()
-                for key, raw in self.store.kv_scan(prefix):
-                    self._mirror(index, key[len(prefix) :], raw)
-                self._vectors, self._vectors_upto = index, upto
-            self._refresh_vectors(self._vectors)
-            return self._vectors
+        The index is not thread-safe: search it under `self._vectors_lock`, as `find_similar_embeddings` does.
+        """
+        with self._vectors_lock:
+            return self._current_vectors()
+
+    def _current_vectors(self) -> VectorIndex:
+        if self._vectors is None:
+            from .vectors import VectorIndex
+
+            index = VectorIndex()
+            upto = self.store.stream_length(EMBEDDING_LOG)
+            prefix = self._embedding_prefix()
+            by_dim: dict[int, list[Any]] = {}
+            for key, raw in self.store.kv_scan(prefix):
+                if raw.startswith(codec.EMBEDDING_MAGIC):
+                    header, vec = codec.split_embedding(raw)
+                    by_dim.setdefault(vec.shape[0], []).append((key[len(prefix) :], vec, header))
+            if by_dim:
+                # one dimension per index: the most common one wins, the others cannot be searched together
+                rows = max(by_dim.values(), key=len)
+                index.add_batch(
+                    [r[0] for r in rows],
+                    np.stack([r[1] for r in rows]),
+                    source_types=[r[2].get("source_type") or "" for r in rows],
+                    source_paths=[r[2].get("source_path") for r in rows],
+                    timestamps=[float(r[2].get("timestamp") or 0.0) for r in rows],
+                )
+            self._vectors, self._vectors_upto = index, upto
+        self._refresh_vectors(self._vectors)
+        return self._vectors
 
     def _mirror(self, index: VectorIndex, ident: str, raw: bytes | None) -> None:
         if raw is None or not raw.startswith(codec.EMBEDDING_MAGIC):
@@ -214,11 +234,12 @@ class Insights:
         Each hit is `{"id", "score", "source_type", "source_path", "chunk_start", "chunk_end", "metadata"}`.
         Exact (brute force, native): recall is that of a full scan.
         """
-        index = self.vector_index()
-        if len(index) == 0:
-            return []
         where = None if source_type is None else {"source_type": source_type}
-        ids, scores = index.search(query_vector, k=top_k, where=where)
+        with self._vectors_lock:
+            index = self._current_vectors()
+            if len(index) == 0:
+                return []
+            ids, scores = index.search(query_vector, k=top_k, where=where)
         prefix = self._embedding_prefix()
         out = []
         for ident, score in zip(ids, scores.tolist(), strict=True):

@@ -1,0 +1,600 @@
+"""In-memory vector index: exact cosine top-k over one contiguous float32 matrix.
+
+`VectorIndex` owns the search side of embeddings. The engine keeps embeddings
+durably in LMDB and mirrors them here (`add`, `remove`, `ids()`); this module
+knows nothing about storage.
+
+Why it is shaped this way:
+- One C-contiguous float32 matrix of L2-normalised rows, so cosine similarity
+  is a dot product and a search is one sequential scan that the native kernel
+  (`engine._vectors`, ext/_vectors.pyx) runs at memory bandwidth. Capacity
+  doubles, so appends are amortised O(dim).
+- Rows are addressed by position; string ids map to rows through a dict and a
+  row -> id list. Removing marks a tombstone (the row is masked out of every
+  search) instead of moving memory; `compact()` squeezes tombstones out, and
+  runs by itself when growth would otherwise be needed while at least a
+  quarter of the rows are dead. Re-adding an existing id overwrites its row.
+- Metadata lives in typed columns beside the matrix (interned `source_type`
+  and `source_path` codes, float64 `timestamp`), so a `where` filter becomes a
+  uint8 row mask built with a few numpy operations; the kernel reads the mask
+  in the same pass as the dot products and skips masked rows without reading
+  them, which makes a selective filter faster than an unfiltered search.
+
+`where` filters (all given conditions must hold):
+  {"source_type": "code"} or {"source_type": ["code", "doc"]}  type is one of these
+  {"source_path_prefix": "src/engine/"}   source_path starts with this (None never matches)
+  {"since": ts}                            timestamp >= ts
+  {"until": ts}                            timestamp < ts
+
+The index is not synchronised: callers serialise writes against searches.
+With ENGINE_PURE=1 searches run the numpy reference (`reference_topk`), which
+the tests compare the kernel against.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from ._native import load
+from .errors import DimensionError, NotFoundError, UnknownFieldError, ValidationError
+
+_native = load("_vectors")
+
+WHERE_KEYS = ("source_type", "source_path_prefix", "since", "until")
+_BLOCK = 16384  # rows normalised (and moved by compact) per step: bounds the scratch memory
+_TINY = 1e-280  # squared norms below this lose float64 digits: such rows are rescaled first
+
+
+def reference_topk(
+    matrix: np.ndarray, q: np.ndarray, k: int, mask: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Brute-force top-k by dot product: (rows int64, scores float64), best first.
+
+    The plain numpy baseline: every score is materialised and sorted with a
+    stable sort, so ties keep the lower row, like the native kernel.
+    """
+    if mask is None:
+        rows = np.arange(matrix.shape[0], dtype=np.int64)
+        scores = matrix @ q
+    else:
+        rows = np.flatnonzero(mask).astype(np.int64)
+        scores = matrix[rows] @ q
+    order = np.argsort(-scores, kind="stable")[:k]
+    return rows[order], scores[order].astype(np.float64)
+
+
+def reference_topk_batch(
+    matrix: np.ndarray, queries: np.ndarray, k: int, mask: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """`reference_topk` for each row of `queries`: (rows (nq, k'), scores (nq, k'))."""
+    live = matrix.shape[0] if mask is None else int(np.count_nonzero(mask))
+    kk = min(k, live)
+    rows = np.empty((queries.shape[0], kk), np.int64)
+    scores = np.empty((queries.shape[0], kk), np.float64)
+    if kk:
+        for i in range(queries.shape[0]):
+            rows[i], scores[i] = reference_topk(matrix, queries[i], kk, mask)
+    return rows, scores
+
+
+def _as_float_array(value: Any, ndim: int, what: str) -> np.ndarray:
+    """`value` as a numeric ndarray of `ndim` dimensions, or ValidationError."""
+    try:
+        arr = np.asarray(value)
+    except (TypeError, ValueError) as exc:
+        raise ValidationError(f"{what} is not a numeric array: {exc}") from None
+    if arr.dtype.kind not in "fiu":
+        raise ValidationError(f"{what} must hold real numbers, got dtype {arr.dtype}")
+    if arr.ndim != ndim:
+        raise ValidationError(f"{what} must be {ndim}-dimensional, got shape {arr.shape}")
+    return arr
+
+
+def _normalise_into(src: np.ndarray, dst: np.ndarray, names: Sequence[object] | None, what: str) -> None:
+    """Write the L2-normalised rows of `src` into float32 `dst`, validating each row.
+
+    Squared norms are summed in float64 (exact enough for any float32 input,
+    and no float32 overflow or underflow). A block with a non-finite, zero,
+    overflowing or vanishing norm takes the careful path: per-row checks that
+    name the offending row (NaN/inf or zero vector -> ValidationError) and
+    division by the largest magnitude first, so huge or subnormal finite
+    float64 inputs still normalise exactly.
+    """
+    for b0 in range(0, src.shape[0], _BLOCK):
+        block = src[b0 : b0 + _BLOCK]
+        out = dst[b0 : b0 + len(block)]
+        with np.errstate(all="ignore"):
+            sq = np.einsum("ij,ij->i", block, block, dtype=np.float64, casting="unsafe")
+            if np.all((sq > _TINY) & (sq < np.inf)):
+                np.multiply(block, (1.0 / np.sqrt(sq))[:, None], out=out, casting="unsafe")
+                continue
+        exact = np.array(block, dtype=np.float64)
+        finite = np.isfinite(exact).all(axis=1)
+        if not finite.all():
+            bad = b0 + int(np.argmin(finite))
+            raise ValidationError(f"{_label(what, names, bad)} contains NaN or infinity")
+        scale = np.abs(exact).max(axis=1)
+        if not scale.all():
+            bad = b0 + int(np.argmin(scale))
+            raise ValidationError(f"{_label(what, names, bad)} is a zero vector (cosine is undefined)")
+        exact /= scale[:, None]
+        exact /= np.sqrt(np.einsum("ij,ij->i", exact, exact))[:, None]
+        out[...] = exact
+
+
+def _label(what: str, names: Sequence[object] | None, i: int) -> str:
+    return what if names is None else f"{what} {names[i]!r}"
+
+
+def _unit_vector(vec: np.ndarray, name: object, what: str) -> np.ndarray:
+    """One vector, L2-normalised to float32; the cheap path for single adds and searches."""
+    unit = vec.astype(np.float64)
+    with np.errstate(all="ignore"):  # overflow/NaN: `_normalise_into` names the problem
+        sq = float(unit @ unit)
+    if _TINY < sq < math.inf:
+        return (unit * (1.0 / math.sqrt(sq))).astype(np.float32)
+    out = np.empty((1, len(vec)), np.float32)
+    _normalise_into(vec[None, :], out, None if name is None else (name,), what)
+    return out[0]
+
+
+def _check_k(k: object) -> int:
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral):
+        raise ValidationError(f"k must be an integer, got {k!r}")
+    if k <= 0:
+        raise ValidationError(f"k must be positive, got {k}")
+    return int(k)
+
+
+def _check_id(id_: object) -> str:
+    if not isinstance(id_, str) or not id_:
+        raise ValidationError(f"a vector id must be a non-empty string, got {id_!r}")
+    return id_
+
+
+def _check_positive(value: object, what: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
+        raise ValidationError(f"{what} must be a positive integer, got {value!r}")
+
+
+def _check_timestamp(ts: object) -> float:
+    if isinstance(ts, bool) or not isinstance(ts, numbers.Real) or not math.isfinite(float(ts)):
+        raise ValidationError(f"timestamp must be a finite number, got {ts!r}")
+    return float(ts)
+
+
+class _Interner:
+    """Strings <-> dense int32 codes, so a metadata column is a numpy array."""
+
+    __slots__ = ("codes", "names")
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+        self.codes: dict[str, int] = {}
+
+    def code(self, name: str) -> int:
+        code = self.codes.get(name)
+        if code is None:
+            code = self.codes[name] = len(self.names)
+            self.names.append(name)
+        return code
+
+
+class VectorIndex:
+    """Exact cosine top-k over L2-normalised float32 vectors with string ids.
+
+    `dim=None` takes the dimension from the first vector added. `capacity` is
+    the initial number of rows allocated (it doubles as needed). `threads`
+    caps the kernel's threads (default: ENGINE_THREADS, else os.cpu_count()).
+    """
+
+    _alive: np.ndarray
+    _capacity: int
+    _dim: int | None
+    _ids: list[str | None]
+    _matrix: np.ndarray | None
+    _n_dead: int
+    _n_rows: int
+    _path_codes: np.ndarray
+    _paths: _Interner
+    _rows: dict[str, int]
+    _threads: int
+    _timestamps: np.ndarray
+    _type_codes: np.ndarray
+    _types: _Interner
+
+    def __init__(self, dim: int | None = None, *, capacity: int = 1024, threads: int | None = None) -> None:
+        if dim is not None:
+            _check_positive(dim, "dim")
+        _check_positive(capacity, "capacity")
+        if threads is not None:
+            _check_positive(threads, "threads")
+        self._dim = None if dim is None else int(dim)
+        self._threads = 0 if threads is None else int(threads)
+        self._capacity = int(capacity)
+        self._matrix = None
+        if self._dim is not None:
+            self._matrix = np.empty((self._capacity, self._dim), np.float32)
+        self._alive = np.zeros(self._capacity, np.uint8)
+        self._type_codes = np.zeros(self._capacity, np.int32)
+        self._path_codes = np.full(self._capacity, -1, np.int32)
+        self._timestamps = np.zeros(self._capacity, np.float64)
+        self._ids = []
+        self._rows = {}
+        self._types = _Interner()
+        self._paths = _Interner()
+        self._n_rows = 0
+        self._n_dead = 0
+
+    # -- introspection ---------------------------------------------------------------------------
+
+    @property
+    def dim(self) -> int | None:
+        """The vector dimension, or None before the first vector of an index made with dim=None."""
+        return self._dim
+
+    @property
+    def capacity(self) -> int:
+        """Rows allocated (live + tombstoned + free)."""
+        return self._capacity
+
+    @property
+    def tombstones(self) -> int:
+        """Removed rows still occupying space until the next `compact()`."""
+        return self._n_dead
+
+    def __len__(self) -> int:
+        return self._n_rows - self._n_dead
+
+    def __contains__(self, id: object) -> bool:
+        return id in self._rows
+
+    def ids(self) -> list[str]:
+        """Live ids, in row order."""
+        return list(self._rows)
+
+    def vector(self, id: str) -> np.ndarray:
+        """A copy of the stored (L2-normalised, float32) vector of `id`; NotFoundError if absent."""
+        row = self._rows.get(id)
+        if row is None:
+            raise NotFoundError(f"no vector with id {id!r}")
+        assert self._matrix is not None
+        return self._matrix[row].copy()
+
+    def __repr__(self) -> str:
+        return f"VectorIndex(dim={self._dim}, len={len(self)}, capacity={self._capacity})"
+
+    # -- writes ----------------------------------------------------------------------------------
+
+    def add(
+        self,
+        id: str,
+        vector: Any,
+        *,
+        source_type: str = "",
+        source_path: str | None = None,
+        timestamp: float = 0.0,
+    ) -> None:
+        """Add one vector (stored L2-normalised); an existing `id` is replaced in place."""
+        _check_id(id)
+        if not isinstance(source_type, str):
+            raise ValidationError(f"source_type must be a string, got {source_type!r}")
+        if source_path is not None and not isinstance(source_path, str):
+            raise ValidationError(f"source_path must be a string or None, got {source_path!r}")
+        ts = _check_timestamp(timestamp)
+        vec = _as_float_array(vector, 1, "vector")
+        dim = self._check_dim(vec.shape[0], "vector")
+        unit = _unit_vector(vec, id, "vector")
+        row = self._rows.get(id)
+        if row is None:
+            if self._dim is None:
+                self._set_dim(dim)
+            self._reserve(1)
+            row = self._n_rows
+            self._n_rows += 1
+            self._ids.append(id)
+            self._rows[id] = row
+            self._alive[row] = 1
+        assert self._matrix is not None
+        self._matrix[row] = unit
+        self._type_codes[row] = self._types.code(source_type)
+        self._path_codes[row] = -1 if source_path is None else self._paths.code(source_path)
+        self._timestamps[row] = ts
+
+    def add_batch(
+        self,
+        ids: Sequence[str],
+        matrix: Any,
+        source_types: Sequence[str] | str | None = None,
+        source_paths: Sequence[str | None] | str | None = None,
+        timestamps: Iterable[float] | None = None,
+    ) -> None:
+        """Add many vectors: row i of `matrix` under `ids[i]`, with optional metadata columns.
+
+        A single string for `source_types` / `source_paths` applies to every
+        row. Existing ids are replaced in place; when an id repeats within the
+        batch its last row wins (as if the rows were added one by one).
+        Everything is validated before anything changes.
+        """
+        ids = list(ids)
+        m = len(ids)
+        try:
+            last = dict(zip(ids, range(m), strict=True))  # the last occurrence of each id wins
+        except TypeError:
+            raise ValidationError("vector ids must be non-empty strings") from None
+        if "" in last or not all(issubclass(t, str) for t in set(map(type, last))):
+            bad = next(i for i in last if not isinstance(i, str) or not i)
+            raise ValidationError(f"a vector id must be a non-empty string, got {bad!r}")
+        mat = _as_float_array(matrix, 2, "matrix")
+        if mat.shape[0] != m:
+            raise ValidationError(f"{m} ids for {mat.shape[0]} vectors")
+        dim = self._check_dim(mat.shape[1], "vectors")
+        type_codes = _codes(self._types, source_types, m, "source_types", "")
+        path_codes = _codes(self._paths, source_paths, m, "source_paths", None)
+        stamps = _timestamps(timestamps, m)
+        if m == 0:
+            return
+
+        existing = last.keys() & self._rows.keys()
+        fresh = [i for i in last if i not in existing] if existing else list(last)
+        # rows in `mat` (and the metadata columns) to append; None: all of them, in order
+        take = None if len(fresh) == m else np.fromiter(map(last.__getitem__, fresh), np.int64, len(fresh))
+
+        first = self._dim is None
+        if first:
+            self._set_dim(dim)
+        self._reserve(len(fresh))
+        assert self._matrix is not None
+        start, end = self._n_rows, self._n_rows + len(fresh)
+        # New rows are normalised straight into free capacity (invisible until n_rows moves);
+        # replaced rows go through a scratch copy: a bad row must not clobber a live one.
+        try:
+            src = mat if take is None else mat[take]
+            _normalise_into(src, self._matrix[start:end], fresh, "vector")
+            if existing:
+                again = [i for i in last if i in existing]
+                pos = np.fromiter(map(last.__getitem__, again), np.int64, len(again))
+                scratch = np.empty((len(again), dim), np.float32)
+                _normalise_into(mat[pos], scratch, again, "vector")
+        except ValidationError:
+            if first:  # a rejected first batch must not fix the dimension
+                self._dim, self._matrix = None, None
+            raise
+
+        if existing:
+            rows = np.fromiter(map(self._rows.__getitem__, again), np.int64, len(again))
+            self._matrix[rows] = scratch
+            self._type_codes[rows] = type_codes[pos]
+            self._path_codes[rows] = path_codes[pos]
+            self._timestamps[rows] = stamps[pos]
+        sel = slice(None) if take is None else take
+        self._type_codes[start:end] = type_codes[sel]
+        self._path_codes[start:end] = path_codes[sel]
+        self._timestamps[start:end] = stamps[sel]
+        self._alive[start:end] = 1
+        self._ids.extend(fresh)
+        self._rows.update(zip(fresh, range(start, end), strict=True))
+        self._n_rows = end
+
+    def remove(self, id: str) -> bool:
+        """Remove `id`; True if it was present. The row becomes a tombstone until compaction."""
+        row = self._rows.pop(id, None)
+        if row is None:
+            return False
+        self._alive[row] = 0
+        self._ids[row] = None
+        self._n_dead += 1
+        return True
+
+    def compact(self) -> int:
+        """Squeeze tombstoned rows out of the matrix; returns how many rows were reclaimed.
+
+        Live rows keep their relative order. Capacity is kept.
+        """
+        dead = self._n_dead
+        if dead == 0:
+            return 0
+        live = np.flatnonzero(self._alive[: self._n_rows])
+        m = len(live)
+        if self._matrix is not None:
+            # In place, front to back: the row written at j comes from live[j] >= j, and every
+            # source still to be read lies at or after the block being written.
+            for b0 in range(0, m, _BLOCK):
+                src = live[b0 : b0 + _BLOCK]
+                self._matrix[b0 : b0 + len(src)] = self._matrix[src]
+        for col in (self._type_codes, self._path_codes, self._timestamps):
+            col[:m] = col[live]
+        self._types = _reinterned(self._types, self._type_codes[:m])
+        self._paths = _reinterned(self._paths, self._path_codes[:m])
+        self._alive[:m] = 1
+        self._alive[m : self._n_rows] = 0
+        self._ids = [self._ids[r] for r in live.tolist()]
+        self._rows = {id_: r for r, id_ in enumerate(self._ids) if id_ is not None}
+        self._n_rows = m
+        self._n_dead = 0
+        return dead
+
+    def _check_dim(self, dim: int, what: str) -> int:
+        if self._dim is not None and dim != self._dim:
+            raise DimensionError(f"{what}: dimension {dim}, but the index has dimension {self._dim}")
+        if dim == 0:
+            raise DimensionError(f"{what}: a vector needs at least one dimension")
+        return dim
+
+    def _set_dim(self, dim: int) -> None:
+        self._dim = dim
+        self._matrix = np.empty((self._capacity, dim), np.float32)
+
+    def _reserve(self, extra: int) -> None:
+        """Make room for `extra` more rows: compact if a quarter is dead, else double capacity."""
+        need = self._n_rows + extra
+        if need <= self._capacity:
+            return
+        if self._n_dead and self._n_dead * 4 >= self._n_rows:
+            self.compact()
+            need = self._n_rows + extra
+            if need <= self._capacity:
+                return
+        cap = self._capacity
+        while cap < need:
+            cap *= 2
+        n = self._n_rows
+        assert self._matrix is not None
+        matrix = np.empty((cap, self._matrix.shape[1]), np.float32)
+        matrix[:n] = self._matrix[:n]
+        self._matrix = matrix
+        self._alive = _grown(self._alive, cap, 0)
+        self._type_codes = _grown(self._type_codes, cap, 0)
+        self._path_codes = _grown(self._path_codes, cap, -1)
+        self._timestamps = _grown(self._timestamps, cap, 0.0)
+        self._capacity = cap
+
+    # -- search ----------------------------------------------------------------------------------
+
+    def search(
+        self, q: Any, k: int = 10, where: Mapping[str, Any] | None = None
+    ) -> tuple[list[str], np.ndarray]:
+        """The k live vectors most cosine-similar to `q`: (ids, float64 scores), best first.
+
+        Fewer than k come back when fewer rows match. Ties keep the earlier row.
+        """
+        k = _check_k(k)
+        qv = _as_float_array(q, 1, "query")
+        self._check_dim(qv.shape[0], "query")
+        unit = _unit_vector(qv, None, "the query")
+        mask = self._mask(where)
+        n = self._n_rows
+        if n == 0 or (mask is not None and not mask.any()):
+            return [], np.empty(0, np.float64)
+        assert self._matrix is not None
+        if _native is None:
+            rows, scores = reference_topk(self._matrix[:n], unit, k, mask)
+        else:
+            rows, scores = _native.topk(self._matrix[:n], unit, k, mask, threads=self._threads)
+        ids = self._ids
+        return [ids[r] for r in rows.tolist()], scores
+
+    def search_batch(
+        self, queries: Any, k: int = 10, where: Mapping[str, Any] | None = None
+    ) -> tuple[list[list[str]], np.ndarray]:
+        """`search` for each row of `queries` (nq, dim): (ids per query, scores (nq, k') float64).
+
+        Scores come from BLAS sgemm on blocks of rows, merged into a native
+        k-heap per query. k' = min(k, matching rows), the same for every query.
+        """
+        k = _check_k(k)
+        qm = _as_float_array(queries, 2, "queries")
+        self._check_dim(qm.shape[1], "queries")
+        normalised = np.empty((qm.shape[0], qm.shape[1]), np.float32)
+        _normalise_into(qm, normalised, range(qm.shape[0]), "query")
+        mask = self._mask(where)
+        n, nq = self._n_rows, qm.shape[0]
+        if n == 0 or nq == 0 or (mask is not None and not mask.any()):
+            return [[] for _ in range(nq)], np.empty((nq, 0), np.float64)
+        assert self._matrix is not None
+        if _native is None:
+            rows, scores = reference_topk_batch(self._matrix[:n], normalised, k, mask)
+        else:
+            rows, scores = _native.topk_batch(self._matrix[:n], normalised, k, mask, threads=self._threads)
+        ids = self._ids
+        return [[ids[r] for r in row] for row in rows.tolist()], scores
+
+    def _mask(self, where: Mapping[str, Any] | None) -> np.ndarray | None:
+        """The uint8 row mask for `where` (tombstones excluded), or None when every row counts."""
+        n = self._n_rows
+        alive = self._alive[:n] if self._n_dead else None
+        if not where:
+            return alive
+        if not isinstance(where, Mapping):
+            raise ValidationError(f"where must be a mapping, got {type(where).__name__}")
+        unknown = sorted(set(where) - set(WHERE_KEYS))
+        if unknown:
+            raise UnknownFieldError(f"unknown where keys {unknown}; supported: {list(WHERE_KEYS)}")
+        keep = np.ones(n, np.bool_) if alive is None else alive.astype(bool)
+        if "source_type" in where:
+            keep &= self._type_match(where["source_type"])
+        if "source_path_prefix" in where:
+            prefix = where["source_path_prefix"]
+            if not isinstance(prefix, str):
+                raise ValidationError(f"source_path_prefix must be a string, got {prefix!r}")
+            names = self._paths.names
+            lut = np.fromiter((p.startswith(prefix) for p in names), bool, len(names))
+            keep &= np.append(lut, False)[self._path_codes[:n]]  # code -1 (no path) -> False
+        if "since" in where:
+            keep &= self._timestamps[:n] >= _check_bound(where["since"], "since")
+        if "until" in where:
+            keep &= self._timestamps[:n] < _check_bound(where["until"], "until")
+        return keep.view(np.uint8)
+
+    def _type_match(self, wanted: Any) -> np.ndarray:
+        n = self._n_rows
+        allowed = [wanted] if isinstance(wanted, str) else wanted
+        if not isinstance(allowed, (list, tuple, set, frozenset)) or not all(
+            isinstance(t, str) for t in allowed
+        ):
+            raise ValidationError(f"source_type must be a string or a collection of strings, got {wanted!r}")
+        codes = [c for c in (self._types.codes.get(t) for t in allowed) if c is not None]
+        if len(codes) == 1:
+            return self._type_codes[:n] == codes[0]
+        lut = np.zeros(len(self._types.names), np.bool_)
+        lut[codes] = True
+        return lut[self._type_codes[:n]]
+
+
+def _codes(interner: _Interner, values: Any, m: int, what: str, default: str | None) -> np.ndarray:
+    """A metadata column as int32 codes (-1 for None); a single string applies to every row."""
+    if values is None or isinstance(values, str):
+        value = default if values is None else values
+        return np.full(m, -1 if value is None else interner.code(value), np.int32)
+    values = list(values)
+    if len(values) != m:
+        raise ValidationError(f"{len(values)} {what} for {m} vectors")
+    try:
+        distinct = set(values)
+    except TypeError:
+        raise ValidationError(f"{what} entries must be strings") from None
+    for v in distinct:
+        if not isinstance(v, str) and not (v is None and default is None):
+            raise ValidationError(f"{what} entries must be strings{' or None' if default is None else ''}")
+    lookup = {v: -1 if v is None else interner.code(v) for v in distinct}
+    return np.fromiter(map(lookup.__getitem__, values), np.int32, m)
+
+
+def _timestamps(values: Iterable[float] | None, m: int) -> np.ndarray:
+    if values is None:
+        return np.zeros(m, np.float64)
+    try:
+        stamps = np.asarray(values if isinstance(values, np.ndarray) else list(values), dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValidationError("timestamps must be numbers") from None
+    if stamps.shape != (m,):
+        raise ValidationError(f"{stamps.size} timestamps for {m} vectors")
+    if not np.isfinite(stamps).all():
+        raise ValidationError("timestamps must be finite numbers")
+    return stamps
+
+
+def _check_bound(value: object, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or math.isnan(float(value)):
+        raise ValidationError(f"{what} must be a number, got {value!r}")
+    return float(value)
+
+
+def _reinterned(interner: _Interner, codes: np.ndarray) -> _Interner:
+    """A fresh interner holding only the strings `codes` still use; `codes` is renumbered in place."""
+    used, inverse = np.unique(codes, return_inverse=True)
+    fresh = _Interner()
+    remap = np.array([-1 if c < 0 else fresh.code(interner.names[c]) for c in used.tolist()], np.int32)
+    codes[:] = remap[inverse.reshape(-1)] if len(codes) else codes
+    return fresh
+
+
+def _grown(col: np.ndarray, cap: int, fill: float) -> np.ndarray:
+    out = np.full(cap, fill, col.dtype)
+    out[: len(col)] = col
+    return out
