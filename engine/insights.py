@@ -16,6 +16,7 @@ kept current through the local-only `__embeddings` stream, which every
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable, Hashable
@@ -92,7 +93,7 @@ class Insights:
         self, min_reward: float = 0.8, hours: float = 24
     ) -> list[ActionRecord]:
         """Actions with min_reward <= reward <= 1.0 in the last `hours`, newest first."""
-        now = float(int(time.time()))
+        now = float(math.ceil(time.time()))  # an upper bound: the current second's writes count
         return self._cached_records(  # type: ignore[no-any-return]
             (float(min_reward), float(hours), now),
             "recent_high_reward_actions",
