@@ -494,7 +494,7 @@ def _newest_actions(eng: Any, filters: Sequence[tuple[Any, ...]], limit: int = -
         return []
     ts = cols.column("timestamp")
     idx, _ = kernel.select(cols.n, preds, ts, True, None, 0, limit, cols.zones("timestamp"))
-    return [ActionRecord.from_dict(r) for r in eng.columns.rows(keys.RL_ACTIONS, idx.tolist())]
+    return [ActionRecord.from_json_row(r) for r in eng.columns.rows(keys.RL_ACTIONS, idx.tolist())]
 
 
 def recent_high_reward_actions(

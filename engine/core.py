@@ -278,7 +278,7 @@ class Engine(Insights):
     def get_embedding(self, vector_id: str) -> EmbeddingVector | None:
         """The embedding with this id, or None."""
         d = self._kv_value(self.key(keys.EMBEDDINGS, vector_id))
-        return None if d is None else EmbeddingVector.from_dict(d)
+        return None if d is None else EmbeddingVector.from_json_row(d)
 
     # ------------------------------------------------------------------ signatures and verifiers
     def _register(self, b: WriteBatch, kind: str, name: str) -> None:
@@ -313,7 +313,7 @@ class Engine(Insights):
             [space_dep(f"{self.config.prefix}:{category}")],
             lambda: self._kv_value(key),
         )
-        return None if d is None else cls.from_dict(d)
+        return None if d is None else cls.from_json_row(d)
 
     def get_signature_metrics(self, signature_name: str) -> SignatureMetrics | None:
         """The current metrics of one signature, or None (read through the cache; never stale)."""
@@ -394,7 +394,7 @@ class Engine(Insights):
 
     def get_training_history(self, limit: int = 100) -> list[TrainingMetrics]:
         """The newest `limit` training rows, newest first."""
-        return self._newest(keys.TRAINING_HISTORY, limit, TrainingMetrics.from_dict)
+        return self._newest(keys.TRAINING_HISTORY, limit, TrainingMetrics.from_json_row)
 
     # ------------------------------------------------------------------ actions
     def record_action(self, action: ActionRecord) -> int:
@@ -418,11 +418,11 @@ class Engine(Insights):
 
     def get_recent_actions(self, limit: int = 100) -> list[ActionRecord]:
         """The newest `limit` actions, newest first."""
-        return self._newest(keys.RL_ACTIONS, limit, ActionRecord.from_dict)
+        return self._newest(keys.RL_ACTIONS, limit, ActionRecord.from_json_row)
 
     def get_action(self, action_id: str) -> ActionRecord | None:
         """One action by id (through the id index), or None."""
-        return self._by_id(keys.RL_ACTIONS, action_id, ActionRecord.from_dict)
+        return self._by_id(keys.RL_ACTIONS, action_id, ActionRecord.from_json_row)
 
     # ------------------------------------------------------------------ logs
     def log(self, entry: LogEntry) -> int:
@@ -441,14 +441,14 @@ class Engine(Insights):
     def get_recent_logs(self, level: str | None = None, limit: int = 100) -> list[LogEntry]:
         """The newest `limit` log entries (of `level`, if given), newest first, however far back they are."""
         if level is None:
-            return self._newest(keys.SYSTEM_LOGS, limit, LogEntry.from_dict)
+            return self._newest(keys.SYSTEM_LOGS, limit, LogEntry.from_json_row)
         return self._newest_matching(
-            keys.SYSTEM_LOGS, limit, lambda r: r.get("level") == level, LogEntry.from_dict
+            keys.SYSTEM_LOGS, limit, lambda r: r.get("level") == level, LogEntry.from_json_row
         )
 
     def get_log(self, log_id: str) -> LogEntry | None:
         """One log entry by id, or None."""
-        return self._by_id(keys.SYSTEM_LOGS, log_id, LogEntry.from_dict)
+        return self._by_id(keys.SYSTEM_LOGS, log_id, LogEntry.from_json_row)
 
     # ------------------------------------------------------------------ retrieval events
     def record_retrieval_event(self, event: RetrievalEventRecord) -> int:
@@ -459,7 +459,7 @@ class Engine(Insights):
 
     def get_recent_retrieval_events(self, limit: int = 50) -> list[RetrievalEventRecord]:
         """The newest `limit` retrieval events, newest first."""
-        return self._newest(keys.RETRIEVAL_EVENTS, limit, RetrievalEventRecord.from_dict)
+        return self._newest(keys.RETRIEVAL_EVENTS, limit, RetrievalEventRecord.from_json_row)
 
     # ------------------------------------------------------------------ context
     def store_context_state(self, context: ContextState) -> None:
@@ -473,7 +473,7 @@ class Engine(Insights):
     def get_current_context(self) -> ContextState | None:
         """The current context, or None."""
         d = self._kv_value(self.key(keys.CONTEXT, "current"))
-        return None if d is None else ContextState.from_dict(d)
+        return None if d is None else ContextState.from_json_row(d)
 
     # ------------------------------------------------------------------ patches
     def store_patch_record(self, patch: PatchRecord) -> int:
@@ -484,11 +484,11 @@ class Engine(Insights):
 
     def get_patch_history(self, limit: int = 50) -> list[PatchRecord]:
         """The newest `limit` patch records, newest first."""
-        return self._newest(keys.PATCH_HISTORY, limit, PatchRecord.from_dict)
+        return self._newest(keys.PATCH_HISTORY, limit, PatchRecord.from_json_row)
 
     def get_patch(self, patch_id: str) -> PatchRecord | None:
         """One patch record by id, or None."""
-        return self._by_id(keys.PATCH_HISTORY, patch_id, PatchRecord.from_dict)
+        return self._by_id(keys.PATCH_HISTORY, patch_id, PatchRecord.from_json_row)
 
     # ------------------------------------------------------------------ health and trends
     def store_system_health(self, health: dict[str, Any]) -> None:

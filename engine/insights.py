@@ -47,7 +47,7 @@ def _freeze_records(records: list[Any]) -> bytes:
 
 
 def _thawer(cls: Any) -> Callable[[bytes], list[Any]]:
-    return lambda raw: [cls.from_dict(d) for d in orjson.loads(raw)]
+    return lambda raw: [cls.from_json_row(d) for d in orjson.loads(raw)]
 
 
 class Insights:

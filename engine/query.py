@@ -570,7 +570,7 @@ class QueryBuilder:
             if not self._on_column(flt):
                 rows = _apply(flt, [r for r in rows if isinstance(r, dict)])
         model = _model_for(self.stream)
-        items = [model.from_dict(r) for r in rows] if model is not None else rows
+        items = [model.from_json_row(r) for r in rows] if model is not None else rows
         for pred in self._preds:
             items = [it for it in items if pred(it)]
         return items

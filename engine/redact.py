@@ -8,7 +8,6 @@ mutated them). Scrubbing matches whole words of a key name, so `api_key`,
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import re
 from typing import Any
@@ -67,51 +66,35 @@ def scrub(value: Any) -> Any:
     return value
 
 
-_FIELDS: dict[type, tuple[str, ...]] = {}
-
-
-def _shallow_row(record: Any, **changes: Any) -> dict[str, Any]:
-    """The record's fields as a dict in field order (values shared, enums kept), with `changes` applied."""
-    names = _FIELDS.get(type(record))
-    if names is None:
-        names = _FIELDS[type(record)] = tuple(f.name for f in dataclasses.fields(record))
-    row = {n: getattr(record, n) for n in names}
-    row.update(changes)
-    return row
-
-
 def scrub_log_entry(entry: Any) -> Any:
     """The entry itself when it holds no secret, else a row dict with message and context scrubbed."""
     message = scrub_text(entry.message)
     context = scrub(entry.context)
     if message == entry.message and context == entry.context:
         return entry
-    return _shallow_row(entry, message=message, context=context)
-
-
-_SIG_FIELDS = ("parameters", "result", "state_before", "state_after")
+    row = entry.shallow_dict()
+    row["message"] = message
+    row["context"] = context
+    return row
 
 
 def propagate_signature_name(action: Any) -> Any:
     """The action itself, or a row dict whose four dicts all carry the `signature_name` found first.
 
-    The caller's record and dicts are never changed: changed dicts are new copies.
+    Looked for in parameters, result, state_before, state_after (in that order). The caller's record and
+    dicts are never changed: changed dicts are new copies.
     """
+    dicts = (action.parameters, action.result, action.state_before, action.state_after)
     name = None
-    for f in _SIG_FIELDS:
-        d = getattr(action, f)
-        if isinstance(d, dict):
-            v = d.get("signature_name")
-            if isinstance(v, str):
-                name = v
-                break
-    if name is None:
+    for d in dicts:
+        v = d.get("signature_name")
+        if isinstance(v, str):
+            name = v
+            break
+    if name is None or all("signature_name" in d for d in dicts):
         return action
-    missing = [
-        f
-        for f in _SIG_FIELDS
-        if isinstance(getattr(action, f), dict) and "signature_name" not in getattr(action, f)
-    ]
-    if not missing:
-        return action
-    return _shallow_row(action, **{f: {**getattr(action, f), "signature_name": name} for f in missing})
+    row = action.shallow_dict()
+    for field, d in zip(("parameters", "result", "state_before", "state_after"), dicts, strict=True):
+        if "signature_name" not in d:
+            row[field] = {**d, "signature_name": name}
+    return row

@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
 
-from engine.redact import REDACTED, is_secret_key, propagate_signature_name, scrub, scrub_text
+from engine.models import ActionType, create_action_record, create_log_entry
+from engine.redact import (
+    REDACTED,
+    is_secret_key,
+    propagate_signature_name,
+    scrub,
+    scrub_log_entry,
+    scrub_text,
+)
 
 
 def test_secret_keys_by_whole_word():
@@ -46,20 +53,25 @@ def test_scrub_is_a_deep_copy_and_keeps_innocent_fields():
     }
 
 
-@dataclass
-class FakeAction:
-    parameters: dict = field(default_factory=dict)
-    result: dict = field(default_factory=dict)
-    state_before: dict = field(default_factory=dict)
-    state_after: dict = field(default_factory=dict)
-
-
 def test_signature_name_propagates_on_a_copy():
-    a = FakeAction(parameters={}, result={"signature_name": "MySig"}, state_before={"x": 1})
+    a = create_action_record(
+        ActionType.CODE_EDIT, {"x": 1}, {}, {}, {"signature_name": "MySig"}, 0.5, 0.5, 0.1
+    )
     out = propagate_signature_name(a)
-    assert list(out) == ["parameters", "result", "state_before", "state_after"]
+    assert list(out) == list(a.to_dict())
     for f in ("parameters", "result", "state_before", "state_after"):
         assert out[f]["signature_name"] == "MySig"
-    assert a.parameters == {} and a.state_before == {"x": 1}
-    plain = FakeAction()
+    assert a.parameters == {} and a.state_before == {"x": 1} and "signature_name" not in a.state_after
+    plain = create_action_record(ActionType.CODE_EDIT, {}, {}, {}, {}, 0.5, 0.5, 0.1)
     assert propagate_signature_name(plain) is plain
+    tagged = create_action_record(ActionType.CODE_EDIT, *([{"signature_name": "S"}] * 4), 0.5, 0.5, 0.1)
+    assert propagate_signature_name(tagged) is tagged
+
+
+def test_scrub_log_entry_copies_only_when_needed():
+    clean = create_log_entry("INFO", "s", "fine", {"max_tokens": 3})
+    assert scrub_log_entry(clean) is clean
+    dirty = create_log_entry("INFO", "s", "token=abc", {"password": "p"})
+    row = scrub_log_entry(dirty)
+    assert row["message"] == f"token={REDACTED}" and row["context"] == {"password": REDACTED}
+    assert dirty.message == "token=abc" and dirty.context == {"password": "p"}
