@@ -1,8 +1,8 @@
 """`python -m engine` / the `engine` console script.
 
 Subcommands: demo (the main job of `make run`), stats, tail, get, export,
-import, and the ones other layers register (serve, sync, pull, init,
-migrate). Bad input prints one clear line on stderr and exits non-zero:
+import, serve, and the ones the sync and migrations layers register (sync,
+pull, init, migrate). Bad input prints one clear line on stderr and exits non-zero:
 2 for usage errors, 1 for engine errors.
 """
 
@@ -130,13 +130,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return server_main(argv)
 
 
-EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = []  # type: ignore[type-arg]
-
-
 def _layer_commands() -> list[Callable[[Any], None]]:
-    from . import migrations
+    from . import migrations, sync
 
-    return [migrations.register_cli]
+    return [migrations.register_cli, sync.register_cli]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -181,7 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", help="a .jsonl file, or - for stdin")
     p.set_defaults(func=cmd_import)
 
-    for register in [*_layer_commands(), *EXTRA_COMMANDS]:
+    for register in _layer_commands():
         register(sub)
     return parser
 

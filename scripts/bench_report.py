@@ -6,7 +6,8 @@ Conventions read from each benchmark's `extra_info`:
   target         the issue's target, in words (ours only)
   target_max_s   the target as a maximum median time per round, in seconds (ours only)
   target_vs      {peer impl: minimum speed-up}, speed-up = peer median / our median (ours only)
-Usage: python scripts/bench_report.py RESULTS.json BENCHMARKS.md
+Usage: python scripts/bench_report.py RESULTS.json [MORE.json ...] BENCHMARKS.md
+(several result files are merged; a later file's benchmark replaces an earlier one of the same name)
 """
 
 from __future__ import annotations
@@ -110,12 +111,19 @@ def render(data: dict) -> str:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 3:
+    if len(argv) < 3:
         print(__doc__, file=sys.stderr)
         return 2
-    data = json.loads(Path(argv[1]).read_text())
-    Path(argv[2]).write_text(render(data))
-    print(f"wrote {argv[2]} ({len(data['benchmarks'])} benchmarks)")
+    data: dict = {}
+    merged: dict[str, dict] = {}
+    for name in argv[1:-1]:
+        part = json.loads(Path(name).read_text())
+        data = {**part, "benchmarks": []}
+        for b in part["benchmarks"]:
+            merged[b["fullname"]] = b
+    data["benchmarks"] = list(merged.values())
+    Path(argv[-1]).write_text(render(data))
+    print(f"wrote {argv[-1]} ({len(data['benchmarks'])} benchmarks)")
     return 0
 
 

@@ -1,0 +1,280 @@
+"""Replication to `engine serve` on loopback: the engine's syncer against the old layer's client, same run.
+
+The old layer (RedDBStorage over urllib.request) sent every record as two requests, a per-record
+key-value copy and the stream append, each on a new TCP connection, one at a time, and every
+current-state put (context, health, signature...) as it happened. The engine sends one append per
+record in order per stream, several streams and keys in flight over keep-alive connections, and
+collapses repeated puts of a key that are pending together. Both talk to the same server process
+(durable, as `engine serve` runs by default) in the same run; the old client's request bodies are
+encoded before the clock starts.
+
+Also measured: the server's own append and read rates under a concurrent load generator (threads
+with httpx keep-alive clients), with no peer (neither the Rust nor the FastAPI server is installed).
+
+Sizes: ENGINE_BENCH_SYNC_N records per round (default 400, both sides: the report compares round
+medians), ENGINE_BENCH_SYNC_SERVER_N requests per server round (default 4000),
+ENGINE_BENCH_SYNC_DURABLE=0 to run the server without fsync.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import tempfile
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+import engine
+from engine.local import LocalStore
+from engine.models import (
+    ActionType,
+    AgentState,
+    ContextState,
+    PatchRecord,
+    SignatureMetrics,
+    TrainingMetrics,
+    VerifierMetrics,
+    create_action_record,
+    create_log_entry,
+    create_retrieval_event,
+    signature_summary,
+    verifier_summary,
+)
+from engine.server import storage_name
+from engine.sync import Syncer
+from tests.integration.conftest import RedDBServerProcess
+
+N = int(os.environ.get("ENGINE_BENCH_SYNC_N", "400"))
+SERVER_N = int(os.environ.get("ENGINE_BENCH_SYNC_SERVER_N", "4000"))
+DURABLE = os.environ.get("ENGINE_BENCH_SYNC_DURABLE", "1") != "0"
+THREADS = 8
+JSON = {"Content-Type": "application/json"}
+_ns = itertools.count()
+
+
+READ_ROWS = 10_000
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[RedDBServerProcess]:
+    base = Path(tempfile.mkdtemp(prefix="bench-sync-"))
+    srv = RedDBServerProcess(base / "data", durable=DURABLE, log_dir=base)
+    store = LocalStore(srv.data_dir)  # the stream the read benchmark pages through, written directly
+    with store.write() as batch:
+        for i in range(READ_ROWS):
+            store.append(batch, storage_name("bench", "readme"), orjson.dumps({"i": i, "pad": "x" * 300}))
+    store.close()
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+# ---------------------------------------------------------------------- the workload
+def session(n: int) -> list[tuple[str, Any]]:
+    """An agent loop: an action and a log per step, retrievals, and every few steps a patch, the
+    current context and health, signature and verifier metrics, a training epoch."""
+    out: list[tuple[str, Any]] = []
+    for i in itertools.count():
+        out.append(
+            ("action", create_action_record(ActionType.CODE_EDIT, {"i": i}, {}, {}, {}, 0.5, 0.9, 0.1))
+        )
+        out.append(("log", create_log_entry("INFO", "agent.loop", f"step {i}", {"step": i})))
+        if i % 2 == 0:
+            out.append(("retrieval", create_retrieval_event("/w", f"q{i}", [{"path": "a.py", "score": 0.5}])))
+        if i % 5 == 0:
+            t = time.time()
+            out.append(
+                ("patch", PatchRecord(f"p{i}", t, "h", ["a.py"], "diff", True, None, 0.8, 0.1, None, "local"))
+            )
+            out.append(
+                (
+                    "context",
+                    ContextState(f"c{i}", t, AgentState.EXECUTING, "task", "/w", [], [], {}, {}, "local"),
+                )
+            )
+            out.append(("health", {"cpu": 0.5, "step": i}))
+            out.append(
+                ("signature", SignatureMetrics(f"sig{i % 3}", 80.0, 0.9, 1.2, "1MB", i, "now", "predict"))
+            )
+            out.append(("verifier", VerifierMetrics(f"ver{i % 2}", 90.0, "ok", i, 1, "now", 0.3)))
+        if i % 10 == 0:
+            out.append(
+                (
+                    "training",
+                    TrainingMetrics("s", time.time(), i, 0.8, 0.7, 0.3, 1e-3, 32, "m", "local", {}, {}),
+                )
+            )
+        if len(out) >= n:
+            return out[:n]
+    raise AssertionError("unreachable")
+
+
+def outbox_written(eng: Any) -> int:
+    """Outbox entries written so far (one per replicated write): the outbox sequence."""
+    raw = eng.store.meta_get("outbox_seq")
+    return int.from_bytes(raw, "big") if raw else 0
+
+
+def write_engine(eng: Any, records: list[tuple[str, Any]]) -> None:
+    api = {
+        "action": eng.record_action,
+        "log": eng.log,
+        "retrieval": eng.record_retrieval_event,
+        "patch": eng.store_patch_record,
+        "context": eng.store_context_state,
+        "health": eng.store_system_health,
+        "signature": eng.store_signature_metrics,
+        "verifier": eng.store_verifier_metrics,
+        "training": eng.store_training_metrics,
+    }
+    with eng.batch():
+        for kind, rec in records:
+            api[kind](rec)
+
+
+OLD_LAYOUT = {  # kind -> (the per-record key-value copy the old layer wrote, the stream)
+    "action": (lambda r: f"actions:{r.action_id}", "rl_actions"),
+    "log": (lambda r: f"logs:{r.log_id}", "system_logs"),
+    "retrieval": (lambda r: f"retrieval:{r.event_id}", "retrieval_events"),
+    "patch": (lambda r: f"patches:{r.patch_id}", "patch_history"),
+    "context": (lambda r: "context:current", "context_history"),
+    "training": (lambda r: f"training:{r.session_id}", "training_history"),
+    "signature": (lambda r: f"signatures:{r.signature_name}", "signature_metrics"),
+    "verifier": (lambda r: f"verifiers:{r.verifier_name}", "verifier_metrics"),
+}
+
+
+def old_requests(records: list[tuple[str, Any]], ns: str) -> list[tuple[str, str, bytes]]:
+    """What the old RedDBDataManager sent for these records: (method, path, body), in order."""
+    kv, st = f"/api/kv/{ns}/dspy_agent:", f"/api/streams/{ns}/"
+    out: list[tuple[str, str, Any]] = []
+    for kind, rec in records:
+        if kind == "health":
+            row = {**rec, "timestamp": time.time()}
+            out += [("PUT", kv + "health:current", row), ("POST", st + "health_history/append", row)]
+            continue
+        key, stream = OLD_LAYOUT[kind]
+        full = rec.to_dict()
+        summary = {"signature": signature_summary, "verifier": verifier_summary}.get(kind)
+        row = full if summary is None else summary(rec)
+        out += [("PUT", kv + key(rec), full), ("POST", f"{st}{stream}/append", row)]
+    return [(m, p, orjson.dumps(b)) for m, p, b in out]
+
+
+def send_old(url: str, requests: list[tuple[str, str, bytes]]) -> None:
+    """The old RedDBStorage transport: urllib, a new connection per request, one at a time."""
+    for method, path, body in requests:
+        req = urllib.request.Request(
+            url + path, data=body, method=method, headers={"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            resp.read()
+
+
+def _info(benchmark: Any, impl: str, ops: int, **kw: Any) -> None:
+    benchmark.extra_info.update(impl=impl, ops_per_round=ops, server_durable=DURABLE, **kw)
+
+
+# ---------------------------------------------------------------------- engine vs old client
+@pytest.mark.parametrize("workload", ["agent session", "rl_actions only"])
+@pytest.mark.parametrize("impl", ["engine", "old-urllib"])
+def test_replicate(
+    benchmark: Any, server: RedDBServerProcess, tmp_path: Path, impl: str, workload: str
+) -> None:
+    benchmark.group = f"replicate {N} records to engine serve: {workload}"
+    if workload == "agent session":
+        records = session(N)
+    else:
+        records = [("action", r) for _, r in session(3 * N) if _ == "action"][:N]
+    if impl == "engine":
+        target = "records/s replicated >= 10x the old layer's client" if workload == "agent session" else None
+        _info(benchmark, impl, N, target=target, target_vs={"old-urllib": 10} if target else None)
+        if target is None:
+            benchmark.extra_info["note"] = "one stream: appends go strictly in order, one at a time"
+        opened: list[tuple[Any, Syncer]] = []
+
+        def setup() -> tuple[tuple[()], dict[str, Any]]:
+            ns = f"e{next(_ns)}"
+            eng = engine.open(
+                tmp_path / ns, reddb_url=server.url, namespace=ns, auto_sync=False, durable=False
+            )
+            write_engine(eng, records)  # local writes happen before the clock starts
+            opened.append((eng, Syncer(eng)))
+            return (), {}
+
+        def drain() -> None:
+            assert opened[-1][1].flush(timeout=600)
+
+        benchmark.pedantic(drain, setup=setup, rounds=3, iterations=1)
+        for eng, syncer in opened:
+            st = syncer.status()
+            assert (st["backlog"], st["sent"], st["duplicates_avoided"]) == (0, outbox_written(eng), 0)
+            syncer.stop()
+            eng.close()
+    else:
+        _info(benchmark, impl, N)
+        prepared: dict[str, Any] = {}
+
+        def setup_old() -> tuple[tuple[()], dict[str, Any]]:
+            prepared["reqs"] = old_requests(records, f"o{next(_ns)}")
+            return (), {}
+
+        benchmark.pedantic(
+            lambda: send_old(server.url, prepared["reqs"]), setup=setup_old, rounds=3, iterations=1
+        )
+
+
+# ---------------------------------------------------------------------- the server alone
+def _load(url: str, per_thread: int, work: Any) -> None:
+    """Run `work(client, thread number, n)` on THREADS threads, each with its own keep-alive client."""
+    errors: list[BaseException] = []
+
+    def run(t: int) -> None:
+        try:
+            with httpx.Client(base_url=url, timeout=30, headers=JSON) as http:
+                work(http, t, per_thread)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(t,)) for t in range(THREADS)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    if errors:
+        raise errors[0]
+
+
+def test_server_append_rate(benchmark: Any, server: RedDBServerProcess) -> None:
+    benchmark.group = f"engine serve: appends, {THREADS} keep-alive clients"
+    _info(benchmark, "engine", SERVER_N, unit="appends")
+    body = orjson.dumps(create_action_record(ActionType.CODE_EDIT, {}, {}, {}, {}, 0.5, 0.9, 0.1).to_dict())
+
+    def work(http: httpx.Client, t: int, n: int) -> None:
+        stream = f"load{t % 4}"  # two writers per stream: the server orders them
+        for _ in range(n):
+            assert http.post(f"/api/streams/bench/{stream}/append", content=body).status_code == 200
+
+    benchmark.pedantic(lambda: _load(server.url, SERVER_N // THREADS, work), rounds=3, iterations=1)
+
+
+def test_server_read_rate(benchmark: Any, server: RedDBServerProcess) -> None:
+    benchmark.group = f"engine serve: reads of 1000 rows, {THREADS} keep-alive clients"
+    pages = max(THREADS, SERVER_N // 20)
+    _info(benchmark, "engine", pages * 1000, unit="rows read", requests=pages)
+
+    def work(http: httpx.Client, t: int, n: int) -> None:
+        for i in range(n):
+            start = (i * 1000 + t * 137) % (READ_ROWS - 1000)
+            got = http.get("/api/streams/bench/readme/read", params={"start": start, "count": 1000}).json()
+            assert len(got) == 1000
+
+    benchmark.pedantic(lambda: _load(server.url, pages // THREADS, work), rounds=3, iterations=1)
