@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,7 +20,15 @@ from typing import Any
 import orjson
 
 from . import codec, keys
-from .errors import EngineError, NotFoundError, ValidationError
+from .errors import (
+    AuthError,
+    ConfigError,
+    EngineError,
+    NotFoundError,
+    RemoteError,
+    SyncError,
+    ValidationError,
+)
 from .progress import Progress
 
 Handler = Callable[[argparse.Namespace], int]
@@ -130,10 +139,118 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return server_main(argv)
 
 
-def _layer_commands() -> list[Callable[[Any], None]]:
-    from . import migrations, sync
+def _open_for_sync(args: argparse.Namespace) -> Any:
+    from . import open as open_engine
 
-    return [migrations.register_cli, sync.register_cli]
+    return open_engine(args.path, auto_sync=False, auto_migrate=False)
+
+
+def register_sync_commands(subparsers: Any) -> None:
+    """Add `sync` and `pull` to the `engine` command line."""
+    p = subparsers.add_parser("sync", help="replicate the outbox to RedDB now (drain until empty)")
+    p.add_argument("--timeout", type=float, default=None, help="give up after this many seconds")
+    p.set_defaults(func=cmd_sync)
+    p = subparsers.add_parser("pull", help="import a RedDB stream into the local store (not replicated back)")
+    p.add_argument("stream")
+    p.add_argument("--force", action="store_true", help="append even if the local stream has rows")
+    p.add_argument("--batch", type=int, default=1000, help="rows per local transaction")
+    p.add_argument("--start", type=int, default=0, help="first remote offset (to resume a pull)")
+    p.set_defaults(func=cmd_pull)
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    """Drain the outbox until it is empty (or --timeout passes); report sent and duplicates avoided."""
+    from .sync import backoff_delay
+
+    eng = _open_for_sync(args)
+    try:
+        syncer = getattr(eng, "_syncer", None)
+        if syncer is None:
+            raise ConfigError("nothing to sync: replication is off", hint="set REDDB_URL")
+        deadline = None if args.timeout is None else time.monotonic() + args.timeout
+        before = syncer.status()
+        attempt, last = 0, ""
+        with Progress(before["backlog"], "sync", unit="entries") as bar:
+            while pending := eng.store.outbox_size():
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    raise SyncError(f"sync timed out with {pending:,} entries pending{last}")
+                try:
+                    bar.advance(syncer.drain_once())
+                    attempt = 0
+                except (RemoteError, SyncError) as exc:
+                    if isinstance(exc, AuthError):
+                        raise
+                    last = f"; last error: {exc}"
+                    pause = max(0.01, backoff_delay(attempt, 0.1, 2.0, syncer._rng))
+                    time.sleep(pause if left is None else min(pause, left))
+                    attempt += 1
+        after = syncer.status()
+        sent = after["sent"] - before["sent"]
+        dups = after["duplicates_avoided"] - before["duplicates_avoided"]
+        print(f"synced: {sent:,} sent, {dups:,} duplicates avoided, backlog {after['backlog']:,}", flush=True)
+        return 0
+    finally:
+        eng.close()
+
+
+def cmd_pull(args: argparse.Namespace) -> int:
+    """Copy a remote stream into the local store without creating outbox entries."""
+    from .remote import RedDBClient
+    from .sync import STREAM_ID_FIELD, remote_end
+
+    keys.check_name(args.stream, "stream")
+    if args.batch < 1 or args.start < 0:
+        raise ValidationError("--batch must be >= 1 and --start >= 0")
+    eng = _open_for_sync(args)
+    try:
+        cfg = eng.config
+        if not cfg.reddb_url:
+            raise ConfigError("pull needs a RedDB server", hint="set REDDB_URL")
+        existing = eng.store.stream_length(args.stream)
+        if existing and not args.force:
+            raise ValidationError(
+                f"local stream {args.stream!r} already has {existing:,} rows", hint="use --force to append"
+            )
+        id_field = STREAM_ID_FIELD.get(args.stream)
+        pulled, resume = 0, args.start
+        with RedDBClient(cfg.reddb_url, token=cfg.reddb_token, namespace=cfg.namespace) as client:
+            total = max(0, remote_end(client, args.stream) - args.start)
+            with Progress(total, f"pull {args.stream}") as bar:
+                rows: list[tuple[bytes, str | None]] = []
+                try:
+                    for offset, value in client.iter_stream(args.stream, args.start, page=1000):
+                        rid = value.get(id_field) if id_field and isinstance(value, dict) else None
+                        ok = isinstance(rid, str) and 0 < len(rid.encode()) <= 400
+                        rows.append((codec.encode(value, checked=True), rid if ok else None))
+                        if len(rows) >= args.batch:
+                            pulled += _append_local(eng, args.stream, rows)
+                            bar.advance(len(rows))
+                            rows, resume = [], offset + 1
+                    pulled += _append_local(eng, args.stream, rows)
+                    bar.advance(len(rows))
+                except RemoteError as exc:
+                    raise SyncError(
+                        f"pull stopped after {pulled:,} rows: {exc}",
+                        hint=f"resume with `pull {args.stream} --force --start {resume}`",
+                    ) from exc
+        print(f"pulled {pulled:,} rows from RedDB stream {args.stream!r}", flush=True)
+        return 0
+    finally:
+        eng.close()
+
+
+def _append_local(eng: Any, stream: str, rows: list[tuple[bytes, str | None]]) -> int:
+    with eng.store.write() as b:
+        for row, rid in rows:
+            eng.store.append(b, stream, row, record_id=rid, replicate=False)
+    return len(rows)
+
+
+def _layer_commands() -> list[Callable[[Any], None]]:
+    from . import migrations
+
+    return [migrations.register_cli, register_sync_commands]
 
 
 def build_parser() -> argparse.ArgumentParser:

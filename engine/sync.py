@@ -1,4 +1,4 @@
-"""Replication: drain the LMDB outbox to RedDB in order, exactly once; and the `sync` / `pull` commands.
+"""Replication: drain the LMDB outbox to RedDB in order, exactly once (the CLI commands are in cli.py).
 
 Every replicated write put an outbox entry in the same LMDB transaction as its data (engine.local).
 A `Syncer` sends those entries to RedDB and deletes them only after RedDB acknowledged them.
@@ -39,16 +39,12 @@ How it is shaped, and why:
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import fcntl
 import hashlib
-import http.client
 import logging
 import os
 import random
-import select
-import socket
 import struct
 import threading
 import time
@@ -57,14 +53,14 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import httpx
 import orjson
 
-from .errors import AuthError, ClosedStoreError, ConfigError, RemoteError, SyncError, ValidationError
+from .errors import AuthError, ClosedStoreError, ConfigError, RemoteError, SyncError
 from .local import OP_APPEND, OP_PUT, decode_outbox
 from .remote import RedDBClient, is_ambiguous
+from .transport import KeepAliveTransport
 
-__all__ = ["KeepAliveTransport", "Syncer", "backoff_delay", "register_cli", "remote_end"]
+__all__ = ["KeepAliveTransport", "Syncer", "backoff_delay", "remote_end"]
 
 _log = logging.getLogger("engine.sync")
 _U64 = struct.Struct(">Q")
@@ -129,89 +125,6 @@ def remote_end(client: RedDBClient, stream: str) -> int:
         else:
             hi = mid
     return lo + 1
-
-
-def _readable(sock: socket.socket) -> bool:
-    """True when an idle keep-alive socket has something to read: EOF (closed by the server) or junk."""
-    poller = select.poll()  # not select(): it fails for descriptors >= 1024
-    poller.register(sock, select.POLLIN)
-    return bool(poller.poll(0))
-
-
-class KeepAliveTransport(httpx.BaseTransport):
-    """Plain-HTTP transport for the syncer: a keep-alive socket per thread, one sendall() per request.
-
-    httpcore writes a request's head and body in separate send() calls and wraps them in its h11
-    state machine; for a small append that is most of the client's CPU (measured against `engine
-    serve` here: 1.3-1.7 ms per entry with it, 0.75-1.0 ms with this). Failures are raised as the
-    httpx exceptions RedDBClient's table maps: ConnectError/ConnectTimeout when nothing was sent,
-    WriteTimeout/ReadTimeout/RemoteProtocolError (ambiguous) after. An idle socket the server closed
-    is noticed (readable before use) and replaced before anything is written to it.
-    """
-
-    def __init__(self) -> None:
-        self._tls = threading.local()
-        self._mu = threading.Lock()
-        self._socks: set[socket.socket] = set()
-
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        timeout = request.extensions.get("timeout", {})
-        sock = self._socket(request, (request.url.host, request.url.port or 80), timeout.get("connect"))
-        head = b"%s %s HTTP/1.1\r\n" % (request.method.encode(), request.url.raw_path)
-        head += b"".join(k + b": " + v + b"\r\n" for k, v in request.headers.raw)
-        phase: type[httpx.TimeoutException] = httpx.WriteTimeout
-        resp: http.client.HTTPResponse | None = None
-        try:
-            sock.settimeout(timeout.get("write"))
-            sock.sendall(head + b"\r\n" + request.read())
-            phase = httpx.ReadTimeout
-            sock.settimeout(timeout.get("read"))
-            resp = http.client.HTTPResponse(sock, method=request.method)
-            resp.begin()
-            content = resp.read()
-        except TimeoutError as exc:
-            self._drop(sock)
-            raise phase(f"timed out: {exc}", request=request) from exc
-        except (OSError, http.client.HTTPException) as exc:
-            self._drop(sock)
-            raise httpx.RemoteProtocolError(f"{type(exc).__name__}: {exc}", request=request) from exc
-        finally:
-            if resp is not None:
-                resp.close()  # the buffered reader over the socket; the socket itself stays open
-        if resp.will_close:
-            self._drop(sock)
-        return httpx.Response(resp.status, headers=resp.getheaders(), content=content)
-
-    def _socket(self, request: httpx.Request, addr: tuple[str, int], timeout: float | None) -> socket.socket:
-        sock: socket.socket | None = getattr(self._tls, "sock", None)
-        if sock is not None and (self._tls.addr != addr or _readable(sock)):
-            self._drop(sock)  # another server, or the server closed it while idle
-            sock = None
-        if sock is None:
-            try:
-                sock = socket.create_connection(addr, timeout=timeout)
-            except TimeoutError as exc:
-                raise httpx.ConnectTimeout(f"timed out: {exc}", request=request) from exc
-            except OSError as exc:
-                raise httpx.ConnectError(f"{type(exc).__name__}: {exc}", request=request) from exc
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self._tls.sock, self._tls.addr = sock, addr
-            with self._mu:
-                self._socks.add(sock)
-        return sock
-
-    def _drop(self, sock: socket.socket) -> None:
-        if getattr(self._tls, "sock", None) is sock:
-            self._tls.sock = None
-        with self._mu:
-            self._socks.discard(sock)
-        sock.close()
-
-    def close(self) -> None:
-        with self._mu:
-            socks, self._socks = self._socks, set()
-        for sock in socks:
-            sock.close()
 
 
 class _Entry:
@@ -871,112 +784,3 @@ class Syncer:
             if seq > oldest:
                 return max(0.0, self._clock() - seen)
         return 0.0
-
-
-# ---------------------------------------------------------------------- command line
-def register_cli(subparsers: Any) -> None:
-    """Add `sync` and `pull` to the `engine` command line."""
-    p = subparsers.add_parser("sync", help="replicate the outbox to RedDB now (drain until empty)")
-    p.add_argument("--timeout", type=float, default=None, help="give up after this many seconds")
-    p.set_defaults(func=cmd_sync)
-    p = subparsers.add_parser("pull", help="import a RedDB stream into the local store (not replicated back)")
-    p.add_argument("stream")
-    p.add_argument("--force", action="store_true", help="append even if the local stream has rows")
-    p.add_argument("--batch", type=int, default=1000, help="rows per local transaction")
-    p.add_argument("--start", type=int, default=0, help="first remote offset (to resume a pull)")
-    p.set_defaults(func=cmd_pull)
-
-
-def _open(args: argparse.Namespace) -> Any:
-    from . import open as open_engine
-
-    return open_engine(args.path, auto_sync=False, auto_migrate=False)
-
-
-def cmd_sync(args: argparse.Namespace) -> int:
-    """Drain the outbox until it is empty (or --timeout passes); report sent and duplicates avoided."""
-    from .progress import Progress
-
-    eng = _open(args)
-    try:
-        syncer = getattr(eng, "_syncer", None)
-        if syncer is None:
-            raise ConfigError("nothing to sync: replication is off", hint="set REDDB_URL")
-        deadline = None if args.timeout is None else time.monotonic() + args.timeout
-        before = syncer.status()
-        attempt, last = 0, ""
-        with Progress(before["backlog"], "sync", unit="entries") as bar:
-            while pending := eng.store.outbox_size():
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
-                    raise SyncError(f"sync timed out with {pending:,} entries pending{last}")
-                try:
-                    bar.advance(syncer.drain_once())
-                    attempt = 0
-                except (RemoteError, SyncError) as exc:
-                    if isinstance(exc, AuthError):
-                        raise
-                    last = f"; last error: {exc}"
-                    pause = max(0.01, backoff_delay(attempt, 0.1, 2.0, syncer._rng))
-                    time.sleep(pause if left is None else min(pause, left))
-                    attempt += 1
-        after = syncer.status()
-        sent = after["sent"] - before["sent"]
-        dups = after["duplicates_avoided"] - before["duplicates_avoided"]
-        print(f"synced: {sent:,} sent, {dups:,} duplicates avoided, backlog {after['backlog']:,}", flush=True)
-        return 0
-    finally:
-        eng.close()
-
-
-def cmd_pull(args: argparse.Namespace) -> int:
-    """Copy a remote stream into the local store without creating outbox entries."""
-    from . import codec, keys
-    from .progress import Progress
-
-    keys.check_name(args.stream, "stream")
-    if args.batch < 1 or args.start < 0:
-        raise ValidationError("--batch must be >= 1 and --start >= 0")
-    eng = _open(args)
-    try:
-        cfg = eng.config
-        if not cfg.reddb_url:
-            raise ConfigError("pull needs a RedDB server", hint="set REDDB_URL")
-        existing = eng.store.stream_length(args.stream)
-        if existing and not args.force:
-            raise ValidationError(
-                f"local stream {args.stream!r} already has {existing:,} rows", hint="use --force to append"
-            )
-        id_field = STREAM_ID_FIELD.get(args.stream)
-        pulled, resume = 0, args.start
-        with RedDBClient(cfg.reddb_url, token=cfg.reddb_token, namespace=cfg.namespace) as client:
-            total = max(0, remote_end(client, args.stream) - args.start)
-            with Progress(total, f"pull {args.stream}") as bar:
-                rows: list[tuple[bytes, str | None]] = []
-                try:
-                    for offset, value in client.iter_stream(args.stream, args.start, page=1000):
-                        rid = value.get(id_field) if id_field and isinstance(value, dict) else None
-                        ok = isinstance(rid, str) and 0 < len(rid.encode()) <= 400
-                        rows.append((codec.encode(value, checked=True), rid if ok else None))
-                        if len(rows) >= args.batch:
-                            pulled += _append_local(eng, args.stream, rows)
-                            bar.advance(len(rows))
-                            rows, resume = [], offset + 1
-                    pulled += _append_local(eng, args.stream, rows)
-                    bar.advance(len(rows))
-                except RemoteError as exc:
-                    raise SyncError(
-                        f"pull stopped after {pulled:,} rows: {exc}",
-                        hint=f"resume with `pull {args.stream} --force --start {resume}`",
-                    ) from exc
-        print(f"pulled {pulled:,} rows from RedDB stream {args.stream!r}", flush=True)
-        return 0
-    finally:
-        eng.close()
-
-
-def _append_local(eng: Any, stream: str, rows: list[tuple[bytes, str | None]]) -> int:
-    with eng.store.write() as b:
-        for row, rid in rows:
-            eng.store.append(b, stream, row, record_id=rid, replicate=False)
-    return len(rows)

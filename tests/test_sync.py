@@ -27,6 +27,7 @@ from hypothesis import strategies as st
 
 import engine
 import engine.cli
+import engine.remote
 import engine.sync
 from engine.errors import AuthError, RemoteError, RemoteTimeoutError, StorageError, SyncError
 from engine.models import (
@@ -693,6 +694,7 @@ def cli(monkeypatch, fake, tmp_path):
             super().__init__(url, **{**kw, "transport": httpx.MockTransport(fake)})
 
     monkeypatch.setattr(engine.sync, "RedDBClient", Mocked)
+    monkeypatch.setattr(engine.remote, "RedDBClient", Mocked)
     return tmp_path / "cli"
 
 
