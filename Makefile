@@ -34,7 +34,7 @@ $(BUILD_STAMP): $(DEPS_STAMP) $(EXT_SRC)
 build: $(BUILD_STAMP)
 
 run: $(BUILD_STAMP)
-	$(PY) -m engine demo
+	$(PY) -m engine --path .engine-demo demo --fresh
 
 lint: $(DEPS_STAMP)
 	$(VENV)/bin/ruff check engine tests benchmarks scripts setup.py
