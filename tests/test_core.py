@@ -9,6 +9,8 @@ import time
 import numpy as np
 import orjson
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import engine
 from engine import keys
@@ -404,3 +406,29 @@ def test_wall_clock_in_summary_rows(eng):
     t0 = time.time()
     eng.store_signature_metrics(signature())
     assert eng.read("signature_metrics")[0][1]["timestamp"] >= t0
+
+
+bad_payload_values = st.one_of(
+    st.sampled_from([float("nan"), float("inf"), float("-inf")]),
+    st.builds(object),
+    st.sets(st.integers(), min_size=1, max_size=3),
+    st.dictionaries(st.integers(), st.integers(), min_size=1, max_size=2),
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(bad=bad_payload_values, where=st.sampled_from(["parameters", "result", "state_before", "state_after"]))
+def test_any_bad_payload_raises_validation_error_and_leaves_the_store_unchanged(eng, bad, where):
+    eng.record_action(action())
+    before = snapshot(eng)
+    a = action()
+    getattr(a, where)["nested"] = [1, {"x": bad}]
+    with pytest.raises(ValidationError):
+        eng.record_action(a)
+    with pytest.raises(ValidationError):
+        eng.record_actions_batch([action(), a])
+    with pytest.raises(ValidationError):
+        eng.put("k", {"v": bad})
+    with pytest.raises(ValidationError):
+        eng.append("s", [bad])
+    assert snapshot(eng) == before
