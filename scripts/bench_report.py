@@ -63,7 +63,8 @@ def render(data: dict) -> str:
         "Written by `make bench` (pytest-benchmark; `make bench-check` fails on a >10% mean regression",
         "against the last saved run on the same machine). Medians; ratios are peer time / engine time,",
         "so > 1 means the engine is faster. Shared 2-vCPU machine: treat differences under ~1.5x between",
-        "runs as noise.",
+        "runs as noise. Absolute limits (ms, records/s) are the issues' targets, set on a faster machine",
+        "(see shared/BENCHMARKING.md); the ratios against peers in the same run are the comparable part.",
         "",
         f"- machine: {machine.get('cpu', {}).get('brand_raw', platform.processor() or '?')}, "
         f"{machine.get('cpu', {}).get('count', '?')} cores, Python {machine.get('python_version', '?')}",
@@ -99,7 +100,7 @@ def render(data: dict) -> str:
             summary.append(f"| {group} | {target} | {mark} |")
         lines.append("")
     if summary:
-        lines[10:10] = [
+        lines[11:11] = [
             "## Targets",
             "",
             "| benchmark | target | result |",
