@@ -169,10 +169,7 @@ class Engine(Insights):
         return self.store.append(batch, stream, row, record_id=record_id)
 
     def _newest(self, stream: str, limit: int, build: Callable[[dict[str, Any]], R]) -> list[R]:
-        if limit <= 0:
-            return []
-        n = self.store.stream_length(stream)
-        rows = self.store.read_with(stream, max(0, n - limit), limit, _loads)
+        rows = self.store.read_tail(stream, limit, _loads)
         return [build(v) for _, v in reversed(rows)]
 
     def _newest_matching(

@@ -56,9 +56,8 @@ _BAD_CHAR = re.compile(r"[\x00-\x1f\x7f/]")
 
 def check_name(name: object, what: str = "name") -> str:
     """Return `name` if RedDB can carry it as (part of) one path segment, else raise ValidationError."""
-    if type(name) is not str:
-        if not isinstance(name, str):
-            raise ValidationError(f"{what} must be a str, got {type(name).__name__}")
+    if not isinstance(name, str):
+        raise ValidationError(f"{what} must be a str, got {type(name).__name__}")
     if not name or name == "." or name == ".." or len(name) > MAX_NAME_BYTES // 4:
         _check_slow(name, what)
     if _BAD_CHAR.search(name) is not None:

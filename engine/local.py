@@ -24,10 +24,11 @@ an OS crash or power loss may lose the last commits.
 
 from __future__ import annotations
 
+import itertools
 import os
 import struct
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -158,6 +159,7 @@ class LocalStore:
         # shared by every handle on this environment: a second write transaction on the same
         # thread would deadlock, so nested writes through any handle join the open one
         self._tls = entry[2]
+        self._stream_names: dict[int, str] = {}  # stream id -> name, for the id index
         try:
             self.db_kv = self.env.open_db(b"kv")
             self.db_streams = self.env.open_db(b"streams")
@@ -383,22 +385,43 @@ class LocalStore:
         """Like `read`, applying `fn` to each zero-copy row buffer inside the transaction."""
         if count <= 0:
             return []
-        start = max(0, start)
-        out: list[tuple[int, Any]] = []
         with self.read_txn() as txn:
-            head = self._stream_head(txn, stream)
-            if head is None or start >= head[1]:
-                return out
-            sid, nxt = head
-            end = min(nxt, start + count)
-            cur = txn.cursor(db=self.db_streams)
-            if not cur.set_key(_LOC.pack(sid, start)):
-                return out
-            for off in range(start, end):
-                out.append((off, fn(cur.value())))
-                if not cur.next():
-                    break
+            return self._rows(txn, stream, max(0, start), count, fn, tail=False)
+
+    def _rows(
+        self,
+        txn: lmdb.Transaction,
+        stream: str,
+        start: int,
+        count: int,
+        fn: Callable[[Any], Any],
+        *,
+        tail: bool,
+    ) -> list[tuple[int, Any]]:
+        out: list[tuple[int, Any]] = []
+        head = self._stream_head(txn, stream)
+        if head is None:
+            return out
+        sid, nxt = head
+        if tail:
+            start = max(0, nxt - count)
+        if start >= nxt:
+            return out
+        cur = txn.cursor(db=self.db_streams)
+        if not cur.set_key(_LOC.pack(sid, start)):
+            return out
+        for off in range(start, min(nxt, start + count)):
+            out.append((off, fn(cur.value())))
+            if not cur.next():
+                break
         return out
+
+    def read_tail(self, stream: str, count: int, fn: Callable[[Any], Any]) -> list[tuple[int, Any]]:
+        """The newest `count` rows, ascending, with `fn` applied, in one read transaction."""
+        if count <= 0:
+            return []
+        with self.read_txn() as txn:
+            return self._rows(txn, stream, 0, count, fn, tail=True)
 
     def iter_backward(
         self, stream: str, fn: Callable[[Any], Any], *, before: int | None = None, page: int = 256
@@ -418,10 +441,12 @@ class LocalStore:
             if raw is None:
                 return None
             sid, off = _LOC.unpack(raw)
-            for k, v in txn.cursor(db=self.db_smeta):
-                if _LOC.unpack(v)[0] == sid:
-                    return bytes(k).decode(), off
-        return None
+            name = self._stream_names.get(sid)
+            if name is None:  # stream ids are never reassigned: learn the whole map once per new id
+                for k, v in txn.cursor(db=self.db_smeta):
+                    self._stream_names[_LOC.unpack(v)[0]] = bytes(k).decode()
+                name = self._stream_names.get(sid)
+        return None if name is None else (name, off)
 
     def get_row(self, stream: str, offset: int) -> bytes | None:
         """One row by offset, or None."""
@@ -449,21 +474,35 @@ class LocalStore:
         with self.read_txn() as txn:
             return int(txn.stat(self.db_outbox)["entries"])
 
+    def outbox_entries(
+        self, txn: lmdb.Transaction
+    ) -> Iterator[tuple[int, tuple[bytes, str, str | None, bytes]]]:
+        """(sequence, decoded entry) for every outbox entry, oldest first, inside `txn`."""
+        for k, v in txn.cursor(db=self.db_outbox):
+            yield _U64.unpack(k)[0], decode_outbox(v)
+
+    def outbox_bounds(self, txn: lmdb.Transaction) -> tuple[int | None, int]:
+        """(oldest pending sequence or None, next sequence to be assigned), inside `txn`."""
+        cur = txn.cursor(db=self.db_outbox)
+        oldest = _U64.unpack(cur.key())[0] if cur.first() else None
+        raw = txn.get(b"outbox_seq", db=self.db_meta)
+        return oldest, (_U64.unpack(raw)[0] if raw is not None else 0)
+
+    def outbox_delete(self, batch: WriteBatch, seqs: Iterable[int]) -> None:
+        """Drop delivered outbox entries inside `batch`."""
+        delete = batch.txn.delete
+        for s in seqs:
+            delete(_U64.pack(s), db=self.db_outbox)
+
     def outbox_peek(self, limit: int = 1000) -> list[tuple[int, tuple[bytes, str, str | None, bytes]]]:
         """The oldest `limit` outbox entries as (sequence, decoded entry)."""
-        out = []
         with self.read_txn() as txn:
-            for k, v in txn.cursor(db=self.db_outbox):
-                out.append((_U64.unpack(k)[0], decode_outbox(v)))
-                if len(out) >= limit:
-                    break
-        return out
+            return list(itertools.islice(self.outbox_entries(txn), limit))
 
     def outbox_remove(self, seqs: list[int]) -> None:
-        """Drop delivered outbox entries."""
+        """Drop delivered outbox entries (one transaction)."""
         with self.write() as batch:
-            for s in seqs:
-                batch.txn.delete(_U64.pack(s), db=self.db_outbox)
+            self.outbox_delete(batch, seqs)
 
     # ------------------------------------------------------------------ info
     def info(self) -> dict[str, Any]:

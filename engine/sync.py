@@ -56,14 +56,13 @@ from typing import Any
 import orjson
 
 from .errors import AuthError, ClosedStoreError, ConfigError, RemoteError, SyncError
-from .local import OP_APPEND, OP_PUT, decode_outbox
+from .local import OP_APPEND, OP_PUT
 from .remote import RedDBClient, is_ambiguous
 from .transport import KeepAliveTransport
 
 __all__ = ["KeepAliveTransport", "Syncer", "backoff_delay", "remote_end"]
 
 _log = logging.getLogger("engine.sync")
-_U64 = struct.Struct(">Q")
 _I64 = struct.Struct(">q")
 # where a record's id lives in its row, by the stream the engine writes it to
 ID_FIELDS = ("action_id", "log_id", "event_id", "patch_id", "context_id", "session_id", "id")
@@ -497,11 +496,10 @@ class Syncer:
         out: list[_Entry] = []
         scan_limit = self.window * 20
         with self.store.read_txn() as txn:
-            for scanned, (k, v) in enumerate(txn.cursor(db=self.store.db_outbox), 1):
-                op, name, rid, payload = decode_outbox(v)
+            for scanned, (seq, (op, name, rid, payload)) in enumerate(self.store.outbox_entries(txn), 1):
                 lane = ("s" if op == OP_APPEND else "k", name)
                 if lane not in blocked:
-                    out.append(_Entry(_U64.unpack(k)[0], op, name, rid, payload))
+                    out.append(_Entry(seq, op, name, rid, payload))
                     if lane in probing:
                         blocked.add(lane)
                 if len(out) >= self.window or scanned >= scan_limit:
@@ -624,9 +622,7 @@ class Syncer:
         counted = False
         try:
             with store.write() as b:
-                delete = b.txn.delete
-                for seq, _ in acked:
-                    delete(_U64.pack(seq), db=store.db_outbox)
+                store.outbox_delete(b, (seq for seq, _ in acked))
                 if stream is not None:
                     store.meta_put(b, self._ack_key(stream), _I64.pack(acked[-1][1]))
                 with self._mu:  # inside the (serialised) transaction: each snapshot has every earlier count
@@ -736,13 +732,12 @@ class Syncer:
         return base
 
     def _next_seq(self) -> int:
-        raw = self.store.meta_get("outbox_seq")
-        return 0 if raw is None else int(_U64.unpack(raw)[0])
+        with self.store.read_txn() as txn:
+            return self.store.outbox_bounds(txn)[1]
 
     def _oldest_seq(self) -> int | None:
         with self.store.read_txn() as txn:
-            cur = txn.cursor(db=self.store.db_outbox)
-            return int(_U64.unpack(cur.key())[0]) if cur.first() else None
+            return self.store.outbox_bounds(txn)[0]
 
     def _sample_marks(self) -> None:
         now = time.monotonic()
@@ -763,11 +758,9 @@ class Syncer:
         [next outbox seq, now] when the outbox grew since the last one, thin out past _MAX_MARKS."""
         raw = txn.get(b"sync:marks", db=self.store.db_meta)
         marks = orjson.loads(raw) if raw is not None else []
-        cur = txn.cursor(db=self.store.db_outbox)
-        if not cur.first():
+        oldest, nxt = self.store.outbox_bounds(txn)
+        if oldest is None:
             return marks, []
-        oldest = _U64.unpack(cur.key())[0]
-        nxt = _U64.unpack(txn.get(b"outbox_seq", db=self.store.db_meta))[0]
         new = [m for m in marks if m[0] > oldest]
         if not new or nxt > new[-1][0]:
             new.append([nxt, self._clock()])
