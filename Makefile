@@ -20,7 +20,7 @@ $(PY):
 
 $(DEPS_STAMP): pyproject.toml | $(PY)
 	$(PIP) install -q "Cython>=3.1,<4" "numpy>=1.26" "orjson>=3.9" "lmdb>=1.4" "httpx>=0.27" \
-		"uvicorn>=0.29" \
+		"uvicorn>=0.29" "httptools>=0.6" "uvloop>=0.19" \
 		"pytest>=8" "pytest-benchmark>=4" "hypothesis>=6" ruff mypy cython-lint
 	touch $@
 

@@ -51,6 +51,7 @@ from .errors import (
     RemoteUnavailableError,
     ValidationError,
 )
+from .transport import KeepAliveTransport
 
 __all__ = ["ERROR_BODY_CHARS", "MAX_SEGMENT_BYTES", "RedDBClient", "is_ambiguous"]
 
@@ -78,6 +79,18 @@ class _Missing:
 
 
 _MISSING: Final = _Missing()
+
+
+class _Answer:
+    """What the error table needs of an HTTP answer, from httpx or from the direct transport."""
+
+    __slots__ = ("content", "method", "path", "status_code")
+
+    def __init__(self, status_code: int, content: bytes, method: str, path: str) -> None:
+        self.status_code = status_code
+        self.content = content
+        self.method = method
+        self.path = path
 
 
 def is_ambiguous(exc: BaseException) -> bool:
@@ -238,6 +251,15 @@ class RedDBClient:
         self._kv_prefix = f"{self._url}/api/kv/{ns}/"
         self._stream_prefix = f"{self._url}/api/streams/{ns}/"
         self._closed = False
+        # plain http through KeepAliveTransport: requests go straight to it as prebuilt bytes
+        self._direct = transport if isinstance(transport, KeepAliveTransport) else None
+        parts = urlsplit(self._url)
+        self._origin_len = len(f"{parts.scheme}://{parts.netloc}")
+        self._addr = (parts.hostname or "", parts.port or 80)
+        self._timeouts = (connect, read)
+        host = parts.netloc.encode("idna") if not parts.netloc.isascii() else parts.netloc.encode()
+        fixed = {"Host": host.decode(), **headers}
+        self._head = "".join(f"{k}: {v}\r\n" for k, v in fixed.items()).encode("ascii")
         self._http = httpx.Client(
             headers=headers,
             timeout=httpx.Timeout(connect=connect, read=read, write=read, pool=read),
@@ -401,12 +423,17 @@ class RedDBClient:
         headers: dict[str, str] | None = None,
         params: dict[str, int] | None = None,
         missing_ok: bool = False,
-    ) -> httpx.Response:
-        """Send one request; return a 2xx response (or a key-value 404 when `missing_ok`)."""
+    ) -> _Answer:
+        """Send one request; return a 2xx answer (or a key-value 404 when `missing_ok`)."""
         if self._closed:
             raise _remote_error(RemoteError, "the RedDB client is closed", status=None, ambiguous=False)
         try:
-            resp = self._http.request(method, url, content=content, headers=headers, params=params)
+            if self._direct is not None:
+                resp = self._send_direct(method, url, content, params)
+            else:
+                r = self._http.request(method, url, content=content, headers=headers, params=params)
+                target = r.request.url.raw_path.decode("ascii", "replace")
+                resp = _Answer(r.status_code, r.content, method, target)
         except httpx.HTTPError as exc:
             raise self._transport_error(method, url, exc) from exc
         except RuntimeError:  # httpx refuses a client closed by another thread meanwhile
@@ -418,7 +445,7 @@ class RedDBClient:
         status = resp.status_code
         if 200 <= status < 300:
             return resp
-        path = resp.request.url.raw_path.decode("ascii", "replace")
+        path = resp.path
         if status == 404 and missing_ok and self._is_missing_key(resp):
             return resp
         where = f"RedDB {method} {path}: HTTP {status}"
@@ -437,6 +464,27 @@ class RedDBClient:
             )
         # 3xx/4xx: refused before being applied; 5xx: it may have been applied before the failure.
         raise _remote_error(RemoteError, f"{where}: {detail}", status=status, ambiguous=status >= 500)
+
+    def _send_direct(
+        self, method: str, url: str, content: bytes | None, params: dict[str, int] | None
+    ) -> _Answer:
+        """The plain-http path: the whole request as one byte string through KeepAliveTransport."""
+        assert self._direct is not None
+        target = url[self._origin_len :] or "/"
+        if params:
+            target += "?" + "&".join(f"{k}={v}" for k, v in params.items())
+        head = f"{method} {target} HTTP/1.1\r\n".encode("ascii") + self._head
+        if content is not None:
+            head += b"Content-Type: application/json\r\nContent-Length: %d\r\n" % len(content)
+        verb = method.encode("ascii")
+        reply = self._direct.exchange(
+            self._addr,
+            verb,
+            head + b"\r\n" + (content or b""),
+            connect_timeout=self._timeouts[0],
+            read_timeout=self._timeouts[1],
+        )
+        return _Answer(reply.status, reply.content, method, target)
 
     def _transport_error(self, method: str, url: str, exc: httpx.HTTPError) -> RemoteError:
         path = url[len(self._url) :] or "/"
@@ -458,7 +506,7 @@ class RedDBClient:
         return _remote_error(RemoteError, message, status=None, ambiguous=True)
 
     @staticmethod
-    def _is_missing_key(resp: httpx.Response) -> bool:
+    def _is_missing_key(resp: _Answer) -> bool:
         """A key-value 404 carries a JSON error object; a routing 404 is empty, text or FastAPI's default."""
         try:
             doc = orjson.loads(resp.content)
@@ -466,20 +514,19 @@ class RedDBClient:
             return False
         return isinstance(doc, dict) and doc.get("detail") != "Not Found"
 
-    def _json(self, resp: httpx.Response) -> Any:
+    def _json(self, resp: _Answer) -> Any:
         try:
             return orjson.loads(resp.content)
         except orjson.JSONDecodeError:
             raise self._malformed(resp, "not JSON") from None
 
     @staticmethod
-    def _malformed(resp: httpx.Response, why: str) -> RemoteError:
+    def _malformed(resp: _Answer, why: str) -> RemoteError:
         """A 2xx answer we cannot use: the request was processed, so an append may have landed."""
-        path = resp.request.url.raw_path.decode("ascii", "replace")
-        message = f"RedDB {resp.request.method} {path}: malformed response: {why}"
+        message = f"RedDB {resp.method} {resp.path}: malformed response: {why}"
         return _remote_error(RemoteError, message, status=resp.status_code, ambiguous=True)
 
-    def _detail(self, resp: httpx.Response) -> str:
+    def _detail(self, resp: _Answer) -> str:
         """The server's error text for a message: `error`/`detail` of a JSON body, else the raw body."""
         body = resp.content
         if not body:

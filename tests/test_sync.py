@@ -12,7 +12,6 @@ import logging
 import os
 import random
 import signal
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -38,7 +37,7 @@ from engine.models import (
     create_action_record,
     create_log_entry,
 )
-from engine.remote import RedDBClient, is_ambiguous
+from engine.remote import RedDBClient
 from engine.sync import Syncer, backoff_delay, remote_end
 
 TOKEN = "sync-t0ken-4f1e2d3c"
@@ -593,94 +592,6 @@ def test_engine_wires_the_syncer(tmp_path):
         assert TOKEN not in repr(e._syncer)
     finally:
         e.close()
-
-
-# ---------------------------------------------------------------------- the keep-alive transport
-class TinyServer:
-    """A loopback socket server running `serve(conn)` for every connection it accepts."""
-
-    def __init__(self, serve: Callable[[socket.socket], None]) -> None:
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        self.connections = 0
-        self.hung_up = threading.Event()  # set when the server closed a connection
-        self.serve = serve
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.connections += 1
-            threading.Thread(target=self._run, args=(conn,), daemon=True).start()
-
-    def _run(self, conn: socket.socket) -> None:
-        with conn:
-            self.serve(conn)
-        self.hung_up.set()
-
-    def close(self) -> None:
-        self.sock.close()
-
-
-def _answer(conn: socket.socket, body: bytes = b'{"ok":true,"offset":7}') -> bool:
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = conn.recv(65536)
-        if not chunk:
-            return False
-        data += chunk
-    head = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n" % len(body)
-    conn.sendall(head + body)
-    return True
-
-
-def _client(url: str, **kw: Any) -> RedDBClient:
-    return RedDBClient(url, token=TOKEN, transport=engine.sync.KeepAliveTransport(), **kw)
-
-
-def test_transport_keeps_one_connection_and_replaces_one_the_server_closed():
-    def serve(conn: socket.socket) -> None:
-        for _ in range(3):  # three answers, then the server closes the idle connection
-            if not _answer(conn):
-                return
-
-    server = TinyServer(serve)
-    with _client(server.url) as client:
-        assert [client.append_raw("s", b"1") for _ in range(3)] == [7, 7, 7]
-        assert server.connections == 1
-        assert server.hung_up.wait(5)
-        assert client.append_raw("s", b"1") == 7  # a fresh connection, nothing sent on the dead one
-        assert server.connections == 2
-    server.close()
-
-
-@pytest.mark.parametrize(
-    ("serve", "error", "ambiguous"),
-    [
-        (lambda conn: conn.recv(65536), RemoteError, True),  # read the request, then hang up
-        (lambda conn: (conn.recv(65536), time.sleep(1)), RemoteTimeoutError, True),
-        (lambda conn: (conn.recv(65536), conn.sendall(b"garbage\r\n\r\n")), RemoteError, True),
-    ],
-)
-def test_transport_failures_after_sending_are_ambiguous(serve, error, ambiguous):
-    server = TinyServer(serve)
-    with _client(server.url, read_timeout=0.2) as client:
-        with pytest.raises(error) as info:
-            client.append_raw("s", b"1")
-    assert is_ambiguous(info.value) is ambiguous and TOKEN not in str(info.value)
-    server.close()
-
-
-def test_transport_refused_connection_is_not_ambiguous():
-    port = socket.create_server(("127.0.0.1", 0))
-    url = f"http://127.0.0.1:{port.getsockname()[1]}"
-    port.close()
-    with _client(url) as client, pytest.raises(RemoteError) as info:
-        client.append_raw("s", b"1")
-    assert is_ambiguous(info.value) is False
 
 
 # ---------------------------------------------------------------------- command line

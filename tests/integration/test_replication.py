@@ -369,9 +369,10 @@ def test_kill_9_of_the_syncing_process_mid_drain(reddb_server_factory, tmp_path)
     path = tmp_path / "s"
     with engine.open(path, reddb_url=server.url, auto_sync=False, auto_migrate=False, durable=False) as eng:
         with eng.batch():
-            eng.record_actions_batch([action(i, "parent") for i in range(900)])
-            eng.log_batch([create_log_entry("INFO", "p", str(i), {}) for i in range(300)])
-            for i in range(300):
+            # enough that ten kills after 0.05-0.4 s each always find work in flight
+            eng.record_actions_batch([action(i, "parent") for i in range(9000)])
+            eng.log_batch([create_log_entry("INFO", "p", str(i), {}) for i in range(3000)])
+            for i in range(3000):
                 eng.append("events", {"seed": -1, "i": i})
     rng = random.Random(99)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
