@@ -6,6 +6,7 @@ Conventions read from each benchmark's `extra_info`:
   target         the issue's target, in words (ours only)
   target_max_s   the target as a maximum median time per round, in seconds (ours only)
   target_vs      {peer impl: minimum speed-up}, speed-up = peer median / our median (ours only)
+  note           a sentence printed under the group's table (any implementation)
 Usage: python scripts/bench_report.py RESULTS.json [MORE.json ...] BENCHMARKS.md
 (several result files are merged; a later file's benchmark replaces an earlier one of the same name)
 """
@@ -89,6 +90,10 @@ def render(data: dict) -> str:
         for impl, t in sorted(per_op.items(), key=lambda kv: kv[1]):
             ratio = f"{t / base:.2f}x" if base and impl != "engine" else ("1.00x" if impl == "engine" else "")
             lines.append(f"| {impl} | {_fmt_time(t)} | {1 / t:,.0f} | {ratio} |")
+        for b in rows:
+            if b["extra_info"].get("note"):
+                lines.append("")
+                lines.append(f"Note ({b['extra_info'].get('impl', b['name'])}): {b['extra_info']['note']}")
         for b in ours:
             target = b["extra_info"].get("target")
             if not target:
