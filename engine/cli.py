@@ -1,8 +1,7 @@
 """`python -m engine` / the `engine` console script.
 
-Subcommands: demo (the main job of `make run`), stats, tail, get, export,
-import, serve, and the ones the sync and migrations layers register (sync,
-pull, init, migrate). Bad input prints one clear line on stderr and exits non-zero:
+Subcommands: demo (the main job of `make run`), stats, tail, get, export, import, serve, sync,
+pull, init and migrate. Bad input prints one clear line on stderr and exits non-zero:
 2 for usage errors, 1 for engine errors.
 """
 
@@ -24,6 +23,7 @@ from .errors import (
     AuthError,
     ConfigError,
     EngineError,
+    MigrationError,
     NotFoundError,
     RemoteError,
     SyncError,
@@ -247,10 +247,92 @@ def _append_local(eng: Any, stream: str, rows: list[tuple[bytes, str | None]]) -
     return len(rows)
 
 
-def _layer_commands() -> list[Callable[[Any], None]]:
+# ---------------------------------------------------------------------------------------------------
+# CLI: `engine init`, `engine migrate [--to VERSION] [--status] [--json]`.
+
+
+@contextmanager
+def _opened_for_migrations(args: argparse.Namespace) -> Iterator[Any]:
+    from . import open as open_engine
+
+    eng = open_engine(args.path, auto_migrate=False)
+    try:
+        yield eng
+    finally:
+        eng.close()
+
+
+def _emit(args: argparse.Namespace, report: dict[str, Any], lines: list[str]) -> None:
+    if args.json:
+        sys.stdout.write(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        sys.stdout.write("".join(line + "\n" for line in lines))
+
+
+def _describe(manager: Any, verb: str, versions: list[str]) -> list[str]:
+    return [f"{verb} {v}: {manager.migrations[v].description}" for v in versions]
+
+
+def _status_lines(status: dict[str, Any]) -> list[str]:
+    lines = [
+        f"current version: {status['current_version'] or 'none'} (latest {status['latest_version']})",
+        f"applied: {', '.join(status['applied']) or 'none'}",
+        f"pending: {', '.join(status['pending']) or 'none'}",
+    ]
+    if "error" in status:
+        lines.append(f"error: {status['error']}")
+    return lines
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    """`engine migrate` / `engine init`: to the latest version or `--to VERSION` (lower rolls back)."""
     from . import migrations
 
-    return [migrations.register_cli, register_sync_commands]
+    with _opened_for_migrations(args) as eng:
+        manager = migrations.get_migration_manager(eng)
+        applied: list[str] = []
+        rolled_back: list[str] = []
+        if args.status:
+            status = manager.status()
+            _emit(args, status, _status_lines(status))
+            return 0
+        if args.to is None:
+            applied = manager.apply_pending_migrations()
+        else:
+            target = migrations.parse_version(args.to)
+            if args.to not in manager.migrations and any(target):
+                known = ", ".join(sorted(manager.migrations, key=migrations.parse_version))
+                raise MigrationError(
+                    f"unknown version {args.to}", hint=f"known: {known}; 0.0.0 rolls back all"
+                )
+            current = manager.get_current_version()
+            if current is not None and target < migrations.parse_version(current):
+                rolled_back = manager.rollback(args.to)
+            else:
+                applied = manager.apply_pending_migrations(up_to=args.to)
+        status = manager.status()
+    lines = _describe(manager, "applied", applied) + _describe(manager, "rolled back", rolled_back)
+    lines = (lines or ["nothing to do"]) + [f"schema version: {status['current_version'] or 'none'}"]
+    _emit(args, {"applied_now": applied, "rolled_back": rolled_back, **status}, lines)
+    return 0
+
+
+def register_migration_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Add the `init` and `migrate` subcommands to the `engine` command line."""
+    p = subparsers.add_parser("init", help="apply every pending schema migration")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(func=cmd_migrate, to=None, status=False)
+
+    p = subparsers.add_parser("migrate", help="migrate the schema to the latest or a given version")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--to", metavar="VERSION", default=None, help="target version (lower rolls back)")
+    group.add_argument("--status", action="store_true", help="show current, applied and pending versions")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(func=cmd_migrate)
+
+
+def _layer_commands() -> list[Callable[[Any], None]]:
+    return [register_migration_commands, register_sync_commands]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,4 +1,5 @@
-"""Versioned schema steps: `Migration`, `MigrationManager`, the five built-in steps, `engine init/migrate`.
+"""Versioned schema steps: `Migration`, `MigrationManager`, the five built-in steps (the `init` and
+`migrate` commands are in engine.cli).
 
 This module owns the `{prefix}:migrations:current_version` and
 `{prefix}:migrations:applied_migrations` keys and the `migration_history`
@@ -28,18 +29,13 @@ applied" whenever steps run in version order. Step functions take the Engine
 
 from __future__ import annotations
 
-import argparse
 import inspect
 import re
 import struct
-import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-
-import orjson
 
 from . import codec, keys
 from .errors import EngineError, MigrationError
@@ -581,85 +577,3 @@ def migration_stats(engine: Engine) -> dict[str, Any]:
     if "error" in status:
         out["error"] = status["error"]
     return out
-
-
-# ---------------------------------------------------------------------------------------------------
-# CLI: `engine init`, `engine migrate [--to VERSION] [--status] [--json]`.
-
-
-@contextmanager
-def _opened(args: argparse.Namespace) -> Iterator[Engine]:
-    from . import open as open_engine
-
-    eng = open_engine(args.path, auto_migrate=False)
-    try:
-        yield eng
-    finally:
-        eng.close()
-
-
-def _emit(args: argparse.Namespace, report: dict[str, Any], lines: list[str]) -> None:
-    if args.json:
-        sys.stdout.write(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode() + "\n")
-    else:
-        sys.stdout.write("".join(line + "\n" for line in lines))
-
-
-def _describe(manager: MigrationManager, verb: str, versions: list[str]) -> list[str]:
-    return [f"{verb} {v}: {manager.migrations[v].description}" for v in versions]
-
-
-def _status_lines(status: dict[str, Any]) -> list[str]:
-    lines = [
-        f"current version: {status['current_version'] or 'none'} (latest {status['latest_version']})",
-        f"applied: {', '.join(status['applied']) or 'none'}",
-        f"pending: {', '.join(status['pending']) or 'none'}",
-    ]
-    if "error" in status:
-        lines.append(f"error: {status['error']}")
-    return lines
-
-
-def cmd_migrate(args: argparse.Namespace) -> int:
-    """`engine migrate` / `engine init`: to the latest version or `--to VERSION` (lower rolls back)."""
-    with _opened(args) as eng:
-        manager = get_migration_manager(eng)
-        applied: list[str] = []
-        rolled_back: list[str] = []
-        if args.status:
-            status = manager.status()
-            _emit(args, status, _status_lines(status))
-            return 0
-        if args.to is None:
-            applied = manager.apply_pending_migrations()
-        else:
-            target = parse_version(args.to)
-            if args.to not in manager.migrations and any(target):
-                known = ", ".join(sorted(manager.migrations, key=parse_version))
-                raise MigrationError(
-                    f"unknown version {args.to}", hint=f"known: {known}; 0.0.0 rolls back all"
-                )
-            current = manager.get_current_version()
-            if current is not None and target < parse_version(current):
-                rolled_back = manager.rollback(args.to)
-            else:
-                applied = manager.apply_pending_migrations(up_to=args.to)
-        status = manager.status()
-    lines = _describe(manager, "applied", applied) + _describe(manager, "rolled back", rolled_back)
-    lines = (lines or ["nothing to do"]) + [f"schema version: {status['current_version'] or 'none'}"]
-    _emit(args, {"applied_now": applied, "rolled_back": rolled_back, **status}, lines)
-    return 0
-
-
-def register_cli(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    """Add the `init` and `migrate` subcommands to the `engine` command line."""
-    p = subparsers.add_parser("init", help="apply every pending schema migration")
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
-    p.set_defaults(func=cmd_migrate, to=None, status=False)
-
-    p = subparsers.add_parser("migrate", help="migrate the schema to the latest or a given version")
-    group = p.add_mutually_exclusive_group()
-    group.add_argument("--to", metavar="VERSION", default=None, help="target version (lower rolls back)")
-    group.add_argument("--status", action="store_true", help="show current, applied and pending versions")
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
-    p.set_defaults(func=cmd_migrate)
