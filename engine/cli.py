@@ -196,8 +196,8 @@ def cmd_sync(args: argparse.Namespace) -> int:
 
 def cmd_pull(args: argparse.Namespace) -> int:
     """Copy a remote stream into the local store without creating outbox entries."""
-    from .remote import RedDBClient
-    from .sync import STREAM_ID_FIELD, remote_end
+    from .remote import RedDBClient, remote_end
+    from .sync import STREAM_ID_FIELD
 
     keys.check_name(args.stream, "stream")
     if args.batch < 1 or args.start < 0:

@@ -53,7 +53,7 @@ from .errors import (
 )
 from .transport import KeepAliveTransport
 
-__all__ = ["ERROR_BODY_CHARS", "MAX_SEGMENT_BYTES", "RedDBClient", "is_ambiguous"]
+__all__ = ["ERROR_BODY_CHARS", "MAX_SEGMENT_BYTES", "RedDBClient", "is_ambiguous", "remote_end"]
 
 MAX_SEGMENT_BYTES: Final = 1024
 """Longest namespace, key or stream name accepted, in bytes of UTF-8 (before percent-encoding)."""
@@ -548,3 +548,33 @@ class RedDBClient:
         if self._token is not None and self._token in text:
             return text.replace(self._token, _REDACTED)
         return text
+
+
+def remote_end(client: RedDBClient, stream: str) -> int:
+    """The offset after the last row of a remote stream (0 when empty), found by probing `read`.
+
+    Two requests for a stream under 1,000 rows; about 30 for a million (gallop, then bisect).
+    """
+    read = client.read
+    rows = read(stream, 0, 1000)
+    if not rows:
+        return 0
+    lo, step = rows[-1][0], 1024  # lo: an offset that exists
+    while True:
+        nxt = read(stream, lo + 1, 1)
+        if not nxt:
+            return lo + 1
+        lo = nxt[0][0]
+        probe = read(stream, lo + step, 1)
+        if not probe:
+            break
+        lo, step = probe[0][0], step * 8
+    hi = lo + step  # nothing at or after hi
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        got = read(stream, mid, 1)
+        if got:
+            lo = got[0][0]
+        else:
+            hi = mid
+    return lo + 1

@@ -31,10 +31,8 @@ How it is shaped, and why:
   request); RedDBClient still owns URLs, auth, timeouts and the error table.
 - One drainer per store: `fcntl.flock` on `<store>/sync.lock`, held while draining and released by
   the kernel when the process dies. Other processes keep writing locally and report draining=False.
-- Bookkeeping lives in the meta sub-database under `sync:<target>:`, target = hash of URL and
-  namespace. `lag_seconds` comes from marks `[next outbox seq, time first seen]` sampled at most
-  every 0.5 s by the drainer and by `status()`: the age of the oldest pending entry counted from when
-  the sync layer first saw it (a lower bound; 0.0 when nothing is pending).
+- Bookkeeping (acknowledged offsets, counters, lag marks) lives in the meta sub-database under
+  `sync:<target>:`, target = hash of URL and namespace: engine.syncstate.
 """
 
 from __future__ import annotations
@@ -45,7 +43,6 @@ import hashlib
 import logging
 import os
 import random
-import struct
 import threading
 import time
 import weakref
@@ -57,13 +54,13 @@ import orjson
 
 from .errors import AuthError, ClosedStoreError, ConfigError, RemoteError, SyncError
 from .local import OP_APPEND, OP_PUT
-from .remote import RedDBClient, is_ambiguous
+from .remote import RedDBClient, is_ambiguous, remote_end
+from .syncstate import COUNTERS, SyncState
 from .transport import KeepAliveTransport
 
-__all__ = ["KeepAliveTransport", "Syncer", "backoff_delay", "remote_end"]
+__all__ = ["Syncer", "backoff_delay"]
 
 _log = logging.getLogger("engine.sync")
-_I64 = struct.Struct(">q")
 # where a record's id lives in its row, by the stream the engine writes it to
 ID_FIELDS = ("action_id", "log_id", "event_id", "patch_id", "context_id", "session_id", "id")
 STREAM_ID_FIELD = {
@@ -73,8 +70,6 @@ STREAM_ID_FIELD = {
     "patch_history": "patch_id",
     "context_history": "context_id",
 }
-_COUNTERS = ("sent", "retries", "failures", "duplicates_avoided", "reconciles")
-_MAX_MARKS = 128
 _SYNCERS: weakref.WeakSet[Syncer] = weakref.WeakSet()
 
 
@@ -94,36 +89,6 @@ if hasattr(os, "register_at_fork"):
 def backoff_delay(attempt: int, base: float, cap: float, rng: random.Random) -> float:
     """Full jitter: uniform in [0, min(cap, base * 2**attempt)] (attempt counts from 0)."""
     return rng.uniform(0.0, min(cap, base * (2 ** min(attempt, 40))))
-
-
-def remote_end(client: RedDBClient, stream: str) -> int:
-    """The offset after the last row of a remote stream (0 when empty), found by probing `read`.
-
-    Two requests for a stream under 1,000 rows; about 30 for a million (gallop, then bisect).
-    """
-    read = client.read
-    rows = read(stream, 0, 1000)
-    if not rows:
-        return 0
-    lo, step = rows[-1][0], 1024  # lo: an offset that exists
-    while True:
-        nxt = read(stream, lo + 1, 1)
-        if not nxt:
-            return lo + 1
-        lo = nxt[0][0]
-        probe = read(stream, lo + step, 1)
-        if not probe:
-            break
-        lo, step = probe[0][0], step * 8
-    hi = lo + step  # nothing at or after hi
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        got = read(stream, mid, 1)
-        if got:
-            lo = got[0][0]
-        else:
-            hi = mid
-    return lo + 1
 
 
 class _Entry:
@@ -194,12 +159,11 @@ class Syncer:
         self._secrets = [t for t in (cfg.reddb_token, getattr(self.client, "_token", None)) if t]
         ident = f"{self.client.url}\x1f{self.client.namespace}".encode()
         target = hashlib.blake2b(ident, digest_size=6).hexdigest()
-        self._prefix = f"sync:{target}:"
         self.workers, self.window, self.ack_every = workers, window, ack_every
         self.lane_retries = lane_retries
         self.backoff_base, self.backoff_cap = backoff_base, backoff_cap
         self.breaker_threshold, self.breaker_cooldown = breaker_threshold, breaker_cooldown
-        self.idle_poll, self.lock_poll, self.mark_every = idle_poll, lock_poll, mark_every
+        self.idle_poll, self.lock_poll = idle_poll, lock_poll
         self._clock = clock
         self._rng = rng or random.Random()
         self._mu = threading.Lock()  # counters, errors, lanes, breaker
@@ -210,7 +174,8 @@ class Syncer:
         self._pool: ThreadPoolExecutor | None = None
         self._lock_fd: int | None = None
         self._lock_busy = False
-        self._counters = self._load_counters()
+        self.state = SyncState(self.store, target, clock, mark_every)
+        self._counters = self.state.load_counters()
         self._last_error: str | None = None
         self._last_error_at: float | None = None
         self._auth_error: str | None = None
@@ -219,7 +184,6 @@ class Syncer:
         self._breaker_trips = 0
         self._lanes: dict[tuple[str, str], list[float]] = {}  # lane -> [failed attempts, retry at]
         self._verified: set[str] = set()  # streams whose landed-but-pending prefix is known empty
-        self._last_mark = 0.0
         _SYNCERS.add(self)
 
     def __repr__(self) -> str:
@@ -287,9 +251,9 @@ class Syncer:
     # ------------------------------------------------------------------ public API
     def status(self) -> dict[str, Any]:
         """Replication state: backlog, lag, errors, counters, state; never contains the token."""
-        self._sample_marks()
+        self.state.sample_marks()
         with self._mu:
-            counters = dict(self._counters) if self._lock_fd is not None else self._load_counters()
+            counters = dict(self._counters) if self._lock_fd is not None else self.state.load_counters()
             out: dict[str, Any] = {
                 "enabled": True,
                 "running": self._running(),
@@ -304,10 +268,10 @@ class Syncer:
                 "url": self.client.url,
                 "namespace": self.client.namespace,
             }
-        out.update({k: counters.get(k, 0) for k in _COUNTERS})
+        out.update({k: counters.get(k, 0) for k in COUNTERS})
         out["last_success_at"] = counters.get("last_success_at")
         out["backlog"] = self.store.outbox_size()
-        out["lag_seconds"] = self._lag()
+        out["lag_seconds"] = self.state.lag()
         return out
 
     def drain_once(self) -> int:
@@ -342,12 +306,12 @@ class Syncer:
         """
         self._not_in_batch("flush")
         deadline = None if timeout is None else time.monotonic() + timeout
-        target = self._next_seq()
+        target = self.state.next_seq()
         attempt = 0
         while True:
             if self._auth_error is not None:
                 raise AuthError(self._auth_error, status=401)
-            oldest = self._oldest_seq()
+            oldest = self.state.oldest_seq()
             if oldest is None or oldest >= target:
                 return True
             left = None if deadline is None else deadline - time.monotonic()
@@ -417,7 +381,7 @@ class Syncer:
             with contextlib.suppress(Exception), self._mu:
                 snapshot = orjson.dumps(self._counters)
                 with self.store.write() as b:
-                    self.store.meta_put(b, self._prefix + "counters", snapshot)
+                    self.state.put_counters(b, snapshot)
         self._unlock()
 
     def _idle_delay(self) -> float:
@@ -456,7 +420,7 @@ class Syncer:
 
     # ------------------------------------------------------------------ one round
     def _round(self) -> tuple[int, list[BaseException]]:
-        self._sample_marks()
+        self.state.sample_marks()
         entries = self._peek()
         if not entries:
             return 0, []
@@ -517,7 +481,7 @@ class Syncer:
                     found = self._reconcile(name, lane)
                     delivered += len(found)
                     lane = lane[len(found) :]
-                if lane and self._ack_offset(name) is None:
+                if lane and self.state.ack_offset(name) is None:
                     self._set_floor(name)
                 for e in lane:
                     if self._stop.is_set():
@@ -589,7 +553,7 @@ class Syncer:
 
     def _reconcile(self, name: str, lane: list[_Entry]) -> list[tuple[int, int]]:
         """Read back from the last acknowledged offset; commit and return the lane prefix already there."""
-        floor = self._ack_offset(name)
+        floor = self.state.ack_offset(name)
         if floor is None:  # the floor is stored before the first send: nothing of ours can be there
             self._verified.add(name)
             return []
@@ -611,7 +575,7 @@ class Syncer:
     def _set_floor(self, name: str) -> None:
         end = remote_end(self.client, name)
         with self.store.write() as b:
-            self.store.meta_put(b, self._ack_key(name), _I64.pack(end - 1))
+            self.state.put_ack(b, name, end - 1)
 
     def _commit(self, stream: str | None, acked: list[tuple[int, int]], counter: str) -> int:
         """Delete delivered entries; record the stream's last remote offset and the counters."""
@@ -624,13 +588,13 @@ class Syncer:
             with store.write() as b:
                 store.outbox_delete(b, (seq for seq, _ in acked))
                 if stream is not None:
-                    store.meta_put(b, self._ack_key(stream), _I64.pack(acked[-1][1]))
+                    self.state.put_ack(b, stream, acked[-1][1])
                 with self._mu:  # inside the (serialised) transaction: each snapshot has every earlier count
                     self._counters[counter] += len(acked)
                     self._counters["last_success_at"] = now
                     counted = True
                     snapshot = orjson.dumps(self._counters)
-                store.meta_put(b, self._prefix + "counters", snapshot)
+                self.state.put_counters(b, snapshot)
         except BaseException:
             if counted:
                 with self._mu:
@@ -705,75 +669,10 @@ class Syncer:
         self._lock_fd, self._lock_busy = fd, False
         with self._mu:  # another process may have drained (or crashed mid-drain) since we last held it
             self._verified.clear()
-            self._counters = self._load_counters()
+            self._counters = self.state.load_counters()
         return True
 
     def _unlock(self) -> None:
         fd, self._lock_fd = self._lock_fd, None
         if fd is not None:
             os.close(fd)  # closing the descriptor releases the flock
-
-    # ------------------------------------------------------------------ meta
-    def _ack_key(self, stream: str) -> str:
-        if len(stream.encode()) > 300:
-            stream = "#" + hashlib.blake2b(stream.encode(), digest_size=16).hexdigest()
-        return f"{self._prefix}ack:{stream}"
-
-    def _ack_offset(self, stream: str) -> int | None:
-        raw = self.store.meta_get(self._ack_key(stream))
-        return None if raw is None else int(_I64.unpack(raw)[0])
-
-    def _load_counters(self) -> dict[str, Any]:
-        raw = self.store.meta_get(self._prefix + "counters")
-        base: dict[str, Any] = dict.fromkeys(_COUNTERS, 0)
-        base["last_success_at"] = None
-        if raw is not None:
-            base.update(orjson.loads(raw))
-        return base
-
-    def _next_seq(self) -> int:
-        with self.store.read_txn() as txn:
-            return self.store.outbox_bounds(txn)[1]
-
-    def _oldest_seq(self) -> int | None:
-        with self.store.read_txn() as txn:
-            return self.store.outbox_bounds(txn)[0]
-
-    def _sample_marks(self) -> None:
-        now = time.monotonic()
-        if now - self._last_mark < self.mark_every:
-            return
-        self._last_mark = now
-        with contextlib.suppress(ClosedStoreError):
-            with self.store.read_txn() as txn:
-                marks, new = self._marks(txn)
-            if new != marks:  # read, modify and write again in one write transaction
-                with self.store.write() as b:
-                    marks, new = self._marks(b.txn)
-                    if new != marks:
-                        b.txn.put(b"sync:marks", orjson.dumps(new), db=self.store.db_meta)
-
-    def _marks(self, txn: Any) -> tuple[list[list[float]], list[list[float]]]:
-        """(stored marks, updated marks): drop those at or below the oldest pending entry, add
-        [next outbox seq, now] when the outbox grew since the last one, thin out past _MAX_MARKS."""
-        raw = txn.get(b"sync:marks", db=self.store.db_meta)
-        marks = orjson.loads(raw) if raw is not None else []
-        oldest, nxt = self.store.outbox_bounds(txn)
-        if oldest is None:
-            return marks, []
-        new = [m for m in marks if m[0] > oldest]
-        if not new or nxt > new[-1][0]:
-            new.append([nxt, self._clock()])
-        if len(new) > _MAX_MARKS:
-            new = new[:1] + new[1:-1:2] + new[-1:]
-        return marks, new
-
-    def _lag(self) -> float:
-        oldest = self._oldest_seq()
-        raw = self.store.meta_get("sync:marks")
-        if oldest is None or raw is None:
-            return 0.0
-        for seq, seen in orjson.loads(raw):
-            if seq > oldest:
-                return max(0.0, self._clock() - seen)
-        return 0.0

@@ -37,8 +37,8 @@ from engine.models import (
     create_action_record,
     create_log_entry,
 )
-from engine.remote import RedDBClient
-from engine.sync import Syncer, backoff_delay, remote_end
+from engine.remote import RedDBClient, remote_end
+from engine.sync import Syncer, backoff_delay
 
 TOKEN = "sync-t0ken-4f1e2d3c"
 BASE = "http://reddb.test:8080"
