@@ -19,6 +19,7 @@ import pytest
 from engine.errors import AuthError, RemoteError, RemoteTimeoutError
 from engine.remote import RedDBClient, is_ambiguous
 from engine.transport import MAX_HEAD_BYTES, KeepAliveTransport
+from tests.httpwire import read_message
 
 TOKEN = "transport-t0ken-9a8b7c"
 HUGE_HEAD = b"HTTP/1.1 200 OK\r\nx-pad: " + b"x" * MAX_HEAD_BYTES
@@ -56,21 +57,7 @@ class TinyServer:
 
 def read_request(conn: socket.socket) -> bytes | None:
     """One whole request (head + Content-Length body), or None at EOF."""
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = conn.recv(65536)
-        if not chunk:
-            return None
-        data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    length = 0
-    for line in head.split(b"\r\n")[1:]:
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
-            length = int(value)
-    while len(body) < length:
-        body += conn.recv(65536)
-    return head + b"\r\n\r\n" + body
+    return read_message(conn)[0]
 
 
 def replying(*answers: bytes, close: bool = False) -> Callable[[socket.socket], None]:

@@ -51,6 +51,7 @@ from engine.models import (
 )
 from engine.server import storage_name
 from engine.sync import Syncer
+from tests.httpwire import read_message
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "integ-T0k3n-77aa55cc"
@@ -208,26 +209,6 @@ def test_outage_in_the_middle_of_20k_writes_loses_and_duplicates_nothing(reddb_s
 
 
 # ---------------------------------------------------------------------- ambiguous failures
-def _read_message(sock: socket.socket, buf: bytes) -> tuple[bytes | None, bytes]:
-    while b"\r\n\r\n" not in buf:
-        chunk = sock.recv(65536)
-        if not chunk:
-            return None, b""
-        buf += chunk
-    head, _, rest = buf.partition(b"\r\n\r\n")
-    length = 0
-    for line in head.split(b"\r\n")[1:]:
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
-            length = int(value)
-    while len(rest) < length:
-        chunk = sock.recv(65536)
-        if not chunk:
-            return None, b""
-        rest += chunk
-    return head + b"\r\n\r\n" + rest[:length], rest[length:]
-
-
 class FaultProxy:
     """A loopback HTTP/1.1 proxy that forwards whole requests and sabotages a fraction of them.
 
@@ -276,14 +257,14 @@ class FaultProxy:
             with conn, socket.create_connection(self.upstream) as up:
                 cbuf = ubuf = b""
                 while True:
-                    req, cbuf = _read_message(conn, cbuf)
+                    req, cbuf = read_message(conn, cbuf)
                     if req is None:
                         return
                     fault = self._fault()
                     if fault == "before":
                         return
                     up.sendall(req)
-                    resp, ubuf = _read_message(up, ubuf)
+                    resp, ubuf = read_message(up, ubuf)
                     if resp is None or fault == "after":
                         return
                     if fault == "delay":
