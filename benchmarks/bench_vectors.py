@@ -1,7 +1,11 @@
 """Exact cosine top-k: the engine's VectorIndex against faiss, usearch and numpy, same run, same data.
 
 Every implementation searches the same L2-normalised float32 matrix with
-inner product (= cosine), exhaustively. Peer settings follow
+inner product (= cosine) and returns the exact top k. The engine's single
+searches go through its int8 prefilter (a quarter of the bytes, then an
+exact float32 rescoring of the few rows that can reach the top k);
+"engine full scan" times the fused float32 kernel alone on the same matrix,
+to show what the prefilter gains. Peer settings follow
 /work/shared/BENCHMARKING.md: faiss single queries run with one OpenMP thread
 (its best); for batches faiss gets `distance_compute_blas_threshold = 20` so
 it uses BLAS like we do. simsimd is imported before usearch.
@@ -9,6 +13,8 @@ it uses BLAS like we do. simsimd is imported before usearch.
 Sizes: ENGINE_BENCH_VECTORS rows (default 1,000,000) x ENGINE_BENCH_DIM
 (default 384), ENGINE_BENCH_BATCH queries per batch (default 64).
 Groups: vectors-single, vectors-batch, vectors-filtered (10% of rows match).
+extra_info records the index's memory (float32 matrix + int8 copy) and, for
+the engine, how many rows the prefilter rescored.
 Install the peers with `.venv/bin/pip install faiss-cpu usearch simsimd`.
 """
 
@@ -21,6 +27,7 @@ from types import ModuleType
 import numpy as np
 import pytest
 
+from engine import _vectors as kernel
 from engine.vectors import VectorIndex
 
 N = int(os.environ.get("ENGINE_BENCH_VECTORS", "1000000"))
@@ -55,6 +62,20 @@ class Data:
         self.ids = [f"e{i}" for i in range(N)]
         self.index.add_batch(self.ids, self.matrix, source_types=np.where(self.code, "code", "doc").tolist())
         self._faiss = None
+
+    def memory(self, benchmark) -> None:
+        """The index's vector memory and what the int8 copy adds, in extra_info."""
+        float32 = N * DIM * 4
+        benchmark.extra_info["index_mb"] = round(self.index.nbytes / 2**20, 1)
+        benchmark.extra_info["int8_copy_mb"] = round((self.index.nbytes - float32) / 2**20, 1)
+
+    def candidates(self, benchmark, keep: np.ndarray | None = None) -> None:
+        """How many rows the prefilter rescored for data.q (None: it fell back to the full scan)."""
+        codes, stats = self.index._codes, self.index._qstats  # a diagnostic: the index's own int8 copy
+        assert codes is not None and stats is not None
+        mask = None if keep is None else keep.astype(np.uint8)
+        rows = kernel.candidates(codes[:N], stats[:N], self.q, K, mask)
+        benchmark.extra_info["rescored_rows"] = None if rows is None else len(rows)
 
     def faiss_index(self):
         if self._faiss is None:
@@ -91,6 +112,16 @@ def test_engine_single(benchmark, data):
     )
     ids, _ = benchmark.pedantic(data.index.search, (data.q, K), rounds=SINGLE_ROUNDS, warmup_rounds=2)
     data.check_exact(benchmark, ids, data.q)
+    data.memory(benchmark)
+    data.candidates(benchmark)
+
+
+@pytest.mark.benchmark(group="vectors-single")
+def test_engine_full_scan_single(benchmark, data):
+    """The fused float32 kernel without the prefilter, on the benchmark matrix."""
+    benchmark.extra_info.update(impl="engine full scan (no prefilter)")
+    rows, _ = benchmark.pedantic(kernel.topk, (data.matrix, data.q, K), rounds=SINGLE_ROUNDS, warmup_rounds=2)
+    data.check_exact(benchmark, [f"e{r}" for r in rows.tolist()], data.q)
 
 
 @pytest.mark.benchmark(group="vectors-single")
@@ -186,6 +217,18 @@ def test_engine_filtered(benchmark, data):
     where = {"source_type": "code"}
     ids, _ = benchmark.pedantic(data.index.search, (data.q, K, where), rounds=SINGLE_ROUNDS, warmup_rounds=2)
     data.check_exact(benchmark, ids, data.q, data.code)
+    data.candidates(benchmark, data.code)
+
+
+@pytest.mark.benchmark(group="vectors-filtered")
+def test_engine_full_scan_filtered(benchmark, data):
+    """The fused float32 kernel on the same mask, without the prefilter."""
+    benchmark.extra_info.update(impl="engine full scan (no prefilter)", selectivity=0.1)
+    mask = data.code.astype(np.uint8)
+    rows, _ = benchmark.pedantic(
+        kernel.topk, (data.matrix, data.q, K, mask), rounds=SINGLE_ROUNDS, warmup_rounds=2
+    )
+    data.check_exact(benchmark, [f"e{r}" for r in rows.tolist()], data.q, data.code)
 
 
 @pytest.mark.benchmark(group="vectors-filtered")
