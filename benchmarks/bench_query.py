@@ -3,6 +3,11 @@ timestamp, plus the total count) on the same columns with our kernel and with nu
 the full `eng.query(...).execute()` on a real store next to the old object-list approach; and the time
 to build the columns of 1M stored actions.
 
+The engine's columns carry the narrow companions engine.columns keeps for its filters (int8 codes,
+float32 sketches: 5 more bytes a row here), which its filters read instead of the 12 bytes a row of the
+int32/float64 columns; `test_engine_kernel_without_narrow_companions` runs without them. numpy, polars
+and duckdb get the int32/float64 columns.
+
 Sizes: ENGINE_BENCH_ROWS (default 1,000,000) rows of columns and for the column build; stores and
 object lists use min(100,000, ENGINE_BENCH_ROWS).
 Run: .venv/bin/python -m pytest benchmarks/bench_query.py --benchmark-only
@@ -34,19 +39,23 @@ LO, HI, K = 0.7, 1.0, 10
 
 
 def make_columns(n: int, seed: int = 0) -> dict[str, np.ndarray]:
-    """Columns shaped like engine.columns builds them for rl_actions (appended in time order)."""
+    """Columns shaped like engine.columns builds them for rl_actions (appended in time order), with the
+    narrow companions it keeps for the filters (StreamColumns.narrow: int8 codes, float32 sketches)."""
     rng = np.random.default_rng(seed)
     ts = 1.7e9 + np.arange(n) * 0.05 + rng.random(n) * 0.01
     nb = (n + ZONE_ROWS - 1) // ZONE_ROWS
     pad = np.full(nb * ZONE_ROWS, np.nan)
     pad[:n] = ts
     blocks = pad.reshape(nb, ZONE_ROWS)
+    action_type, reward = rng.integers(0, len(TYPES), n).astype(np.int32), rng.random(n)
     return {
         "timestamp": ts,
         "ts_min": np.fmin.reduce(blocks, axis=1, initial=np.inf),
         "ts_max": np.fmax.reduce(blocks, axis=1, initial=-np.inf),
-        "action_type": rng.integers(0, len(TYPES), n).astype(np.int32),
-        "reward": rng.random(n),
+        "action_type": action_type,
+        "action_type_i8": action_type.astype(np.int8),
+        "reward": reward,
+        "reward_f32": reward.astype(np.float32),
         "offset": np.arange(n, dtype=np.int64),
     }
 
@@ -100,8 +109,16 @@ def expected(cols):
 
 
 # ---------------------------------------------------------------------------- 1M columns
-def kernel_query(c, zones=True):
-    preds = [("eq", c["action_type"], CODE_EDIT), ("range", c["reward"], LO, HI)]
+def kernel_query(c, zones=True, narrow=True):
+    """The predicates StreamColumns.predicate() builds for the seed query (narrow=False: without the
+    narrow companions, the filters read the int32 and float64 columns themselves)."""
+    if narrow:
+        preds = [
+            ("eq", c["action_type"], CODE_EDIT, c["action_type_i8"]),
+            ("range", c["reward"], LO, HI, None, c["reward_f32"]),
+        ]
+    else:
+        preds = [("eq", c["action_type"], CODE_EDIT), ("range", c["reward"], LO, HI)]
     z = (c["ts_min"], c["ts_max"]) if zones else None
     return _query.select(c["timestamp"].shape[0], preds, c["timestamp"], True, None, 0, K, z)
 
@@ -135,6 +152,12 @@ def test_engine_kernel(benchmark, cols, expected):
 def test_engine_kernel_without_zone_maps(benchmark, cols, expected):
     benchmark.extra_info.update(impl="engine-no-zones", target="faster than numpy masks + argpartition")
     check(benchmark(kernel_query, cols, False), expected)
+
+
+@pytest.mark.benchmark(group="query-seed-1M-columns")
+def test_engine_kernel_without_narrow_companions(benchmark, cols, expected):
+    benchmark.extra_info.update(impl="engine-wide", target="faster than numpy masks + argpartition")
+    check(benchmark(kernel_query, cols, True, False), expected)
 
 
 @pytest.mark.benchmark(group="query-seed-1M-columns")

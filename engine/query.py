@@ -82,13 +82,37 @@ def _ref_int_bounds(lo: Any, hi: Any) -> tuple[int, int] | None:
     return (lo_i, hi_i) if lo_i <= _I64_MAX and hi_i > MISSING_INT else None
 
 
-_ARITY = {"eq": (3,), "in": (3,), "range": (4, 5), "missing": (2,)}
+_ARITY = {"eq": (3, 4), "in": (3, 4), "range": (4, 5, 6), "missing": (2,)}
+
+
+def _ref_narrow(spec: tuple[Any, ...], c: np.ndarray, n: int) -> None:
+    """Check a predicate's narrow companion (see engine._query.select); the reference never reads it."""
+    narrow = spec[3] if spec[0] in ("eq", "in") and len(spec) == 4 else spec[5] if len(spec) == 6 else None
+    if narrow is None:
+        return
+    kind, op = (c.dtype.kind, c.dtype.itemsize), spec[0]
+    want: type[np.generic] | None
+    if op == "eq" and spec[2] is None:
+        want = None  # a test for missing values reads the column itself
+    elif kind == ("i", 4) and op in ("eq", "in"):
+        want = np.int8
+    elif kind == ("f", 8) and op in ("eq", "range"):
+        want = np.float32
+    else:
+        want = None
+    if want is None:
+        raise ValidationError("a narrow companion goes only with an int32 code column or a float64 range")
+    if not isinstance(narrow, np.ndarray) or narrow.ndim != 1 or narrow.dtype != want:
+        raise ValidationError(f"a narrow companion of this column must be a 1-D {np.dtype(want)} array")
+    if narrow.shape[0] < n:
+        raise ValidationError(f"a narrow companion has {narrow.shape[0]} rows, fewer than n={n}")
 
 
 def _ref_mask(spec: tuple[Any, ...], n: int) -> np.ndarray:
     if not isinstance(spec, tuple) or len(spec) < 2 or len(spec) not in _ARITY.get(spec[0], (len(spec),)):
         raise ValidationError(f"a malformed predicate: {spec!r}")
     op, c = spec[0], _ref_column(spec[1], n)
+    _ref_narrow(spec, c, n)
     code_like = c.dtype.kind in "iu" and c.dtype.itemsize in (1, 4)
     if op == "eq":
         v = spec[2]
@@ -153,8 +177,11 @@ def select_reference(
     offset: int = 0,
     limit: int = -1,
     sort_zones: Any = None,
+    *,
+    threads: int = 0,
 ) -> tuple[np.ndarray, int]:
-    """The reference of engine._query.select: numpy masks, then Python's stable `sorted`."""
+    """The reference of engine._query.select: numpy masks, then Python's stable `sorted`.
+    `sort_zones` and `threads` only make the kernel faster; the reference ignores them."""
     if n < 0 or offset < 0:
         raise ValidationError("n and offset must be >= 0")
     rows = _ref_filter(n, preds)
@@ -194,7 +221,7 @@ def aggregate_by_reference(
 
 
 def aggregate_reference(
-    n: int, preds: Iterable[tuple[Any, ...]] = (), value: Any = None
+    n: int, preds: Iterable[tuple[Any, ...]] = (), value: Any = None, *, threads: int = 0
 ) -> tuple[int, int, float, float, float]:
     """The reference of engine._query.aggregate."""
     r, c, s, lo, hi = aggregate_by_reference(n, preds, None, 1, value)

@@ -24,7 +24,9 @@ from engine.models import ActionRecord, ActionType, Environment, LogEntry
 
 # ---------------------------------------------------------------------------- kernel vs reference
 
-FLOATS = [0.0, -0.0, 0.25, 0.5, 0.5, 1.0, -3.0, np.nan, np.inf, -np.inf, 1e300]
+# float32 sketches round: include values next to a bound, past float32's range and below its smallest
+F32_EDGES = [0.7, np.nextafter(0.7, 1.0), np.nextafter(0.7, 0.0), 3.5e38, 3.4028235e38, 1e-45, 1e-50]
+FLOATS = [0.0, -0.0, 0.25, 0.5, 0.5, 1.0, -3.0, np.nan, np.inf, -np.inf, 1e300, *F32_EDGES]
 
 
 def zones_of(col: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -51,22 +53,33 @@ def tables(draw, max_rows=300):
     return n, {"f": f, "i": ints, "c": codes, "b": small}
 
 
+def narrow(cols, field):
+    """The narrow companion engine.columns keeps: an int8 copy of codes, a float32 sketch of floats."""
+    with np.errstate(over="ignore"):
+        return cols[field].astype(np.int8 if field == "c" else np.float32)
+
+
 def predicate(draw, cols, n):
     kind = draw(st.sampled_from(["c_in", "c_eq", "b_in", "f_range", "i_range", "f_eq", "i_eq", "missing"]))
-    bound = st.one_of(st.none(), st.sampled_from([-1.5, -1, 0, 0.25, 0.5, 1, 2.5, float("nan"), 1e300]))
-    if kind == "c_in":
-        return ("in", cols["c"], draw(st.lists(st.integers(-2, 8), max_size=4)))
-    if kind == "c_eq":
-        return ("eq", cols["c"], draw(st.integers(-1, 7)))
+    bounds = [-1.5, -1, 0, 0.25, 0.5, 1, 2.5, float("nan"), 1e300, *F32_EDGES]
+    bound = st.one_of(st.none(), st.sampled_from(bounds))
+    companion = draw(st.booleans())
+    if kind in ("c_in", "c_eq"):
+        code = st.lists(st.integers(-2, 8), max_size=4) if kind == "c_in" else st.integers(-1, 7)
+        spec = (kind[2:], cols["c"], draw(code))
+        return (*spec, narrow(cols, "c")) if companion else spec
     if kind == "b_in":
         return ("in", cols["b"], draw(st.lists(st.sampled_from([-1, 0, 1, 7]), max_size=3)))
     if kind == "f_range":
         spec = ("range", cols["f"], draw(bound), draw(bound))
-        return (*spec, zones_of(cols["f"], n)) if draw(st.booleans()) else spec
+        zones = zones_of(cols["f"], n) if draw(st.booleans()) else None
+        return (*spec, zones, narrow(cols, "f")) if companion else (*spec, zones) if zones else spec
     if kind == "i_range":
         return ("range", cols["i"], draw(bound), draw(bound))
     if kind == "f_eq":
-        return ("eq", cols["f"], draw(st.sampled_from([0.5, 0.0, 1e300, None])))
+        value = draw(st.sampled_from([0.5, 0.0, 1e300, 0.7, 3.5e38, None]))
+        spec = ("eq", cols["f"], value)
+        return (*spec, narrow(cols, "f")) if companion and value is not None else spec
     if kind == "i_eq":
         return ("eq", cols["i"], draw(st.sampled_from([-1, 0, 3, None, 2.0, 2.5])))
     return ("missing", cols[draw(st.sampled_from(["f", "i", "c", "b"]))])
@@ -87,6 +100,7 @@ def queries(draw, max_rows=300):
         offset=draw(st.integers(0, 20)),
         limit=draw(st.integers(-1, 25)),
         sort_zones=zones_of(cols["f"], n) if sort == "f" and draw(st.booleans()) else None,
+        threads=draw(st.integers(0, 4)),
     )
 
 
