@@ -1,4 +1,4 @@
-"""Type stubs for the compiled query kernels (ext/_query.pyx); see engine.query for the reference."""
+"""Type stubs for the compiled select kernel (ext/_query.pyx); see engine.scan for the reference."""
 
 from collections.abc import Iterable
 from typing import Any
@@ -13,7 +13,7 @@ Predicate = tuple[Any, ...]
 Zones = tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]
 
 def default_threads() -> int:
-    """Threads a scan may use when not told: ENGINE_THREADS, else 1."""
+    """Threads a scan may use when not told: ENGINE_THREADS, else 1 (engine._filter's)."""
 
 def select(
     n: int,
@@ -27,19 +27,3 @@ def select(
     *,
     threads: int = 0,
 ) -> tuple[npt.NDArray[np.int64], int]: ...
-def aggregate(
-    n: int, preds: Iterable[Predicate] = (), value: npt.NDArray[Any] | None = None, *, threads: int = 0
-) -> tuple[int, int, float, float, float]: ...
-def aggregate_by(
-    n: int,
-    preds: Iterable[Predicate],
-    group: npt.NDArray[Any],
-    ngroups: int,
-    value: npt.NDArray[Any] | None = None,
-) -> tuple[
-    npt.NDArray[np.int64],
-    npt.NDArray[np.int64],
-    npt.NDArray[np.float64],
-    npt.NDArray[np.float64],
-    npt.NDArray[np.float64],
-]: ...

@@ -11,10 +11,12 @@ import numpy as np
 import orjson
 import pytest
 
+from engine import _query
 from engine.columns import (
     MISSING_BOOL,
     MISSING_CODE,
     MISSING_INT,
+    NARROW_CODES,
     SCHEMAS,
     ZONE_ROWS,
     ColumnCache,
@@ -287,3 +289,31 @@ def test_uncommitted_rows_stay_out_of_the_columns(store):
         store.append(batch, "rl_actions", orjson.dumps(action(3)))
         assert cache.get("rl_actions").n == 2
     assert cache.get("rl_actions").column("reward").tolist() == [0.0, 0.2, 0.3]
+
+
+def test_columns_keep_narrow_companions_until_codes_outgrow_int8(tmp_path):
+    store = LocalStore(tmp_path / "db", durable=False)
+    try:
+        rows = [{"timestamp": 1000.0 + i, "reward": i / 7, "action_type": f"t{i % 5}"} for i in range(3000)]
+        with store.write() as batch:
+            for row in rows:
+                store.append(batch, "rl_actions", orjson.dumps(row))
+        cache = ColumnCache(store)
+        snap = cache.get("rl_actions")
+        sketch, small = snap.narrow("reward"), snap.narrow("action_type")
+        assert sketch.dtype == np.float32 and np.array_equal(sketch, snap.column("reward").astype(np.float32))
+        assert small.dtype == np.int8 and np.array_equal(small, snap.column("action_type"))
+        assert snap.narrow("offset") is None and not sketch.flags.writeable
+        pred = snap.predicate(("range", "reward", 0.7, 1.0))
+        assert pred[5] is sketch and snap.predicate(("eq", "action_type", "t1"))[3] is small
+        with store.write() as batch:  # more distinct strings than int8 codes
+            for i in range(NARROW_CODES + 5):
+                store.append(batch, "rl_actions", orjson.dumps({"timestamp": 1.0, "action_type": f"new{i}"}))
+        later = cache.get("rl_actions")
+        assert later.narrow("action_type") is None and later.narrow("reward").shape[0] == later.n
+        assert snap.narrow("action_type") is small  # an old snapshot keeps its companions
+        pred = later.predicate(("in", "action_type", ["t1", f"new{NARROW_CODES}"]))
+        assert pred[3] is None
+        assert _query.select(later.n, [pred])[1] == 600 + 1
+    finally:
+        store.close()

@@ -1,20 +1,19 @@
 """The query kernel's scan strategies against the reference: the thread split (per-thread heaps behind
 a floor, merged), ties at the floor, and the narrow companions (int8 codes, float32 sketches) that
-engine.columns keeps and the filters read instead of the full columns."""
+engine.columns keeps and the filters (engine._filter) read instead of the full columns."""
 
 from __future__ import annotations
 
 import numpy as np
-import orjson
 import pytest
 
+from engine import _aggregate as aggregates
 from engine import _query as native
-from engine import query as q
-from engine.columns import NARROW_CODES, ZONE_ROWS, ColumnCache
+from engine import scan
+from engine.columns import ZONE_ROWS
 from engine.errors import ConfigError, ValidationError
-from engine.local import LocalStore
 
-from .test_query import zones_of
+from .test_scan import zones_of
 
 N = 70 * ZONE_ROWS + 333  # enough chunks that every thread of 4 gets some
 
@@ -41,7 +40,7 @@ def preds_of(c: dict[str, np.ndarray], narrow: bool) -> list[tuple]:
 
 def ref(n, preds, *args):
     plain = [p[:3] if p[0] == "eq" else p[:4] for p in preds]
-    return q.select_reference(n, plain, *args)
+    return scan.select_reference(n, plain, *args)
 
 
 @pytest.mark.parametrize("narrow", [False, True])
@@ -65,7 +64,7 @@ def test_unsorted_pages_and_counts_split_over_threads(threads):
         rows, total = native.select(N, preds, None, False, None, offset, limit, threads=threads)
         want = ref(N, preds, None, False, None, offset, limit)
         assert (rows.tolist(), total) == (want[0].tolist(), want[1])
-    got, want = native.aggregate(N, preds, threads=threads), q.aggregate_reference(N, preds)
+    got, want = aggregates.aggregate(N, preds, threads=threads), scan.aggregate_reference(N, preds)
     assert got[:3] == want[:3] and np.isnan(got[3:]).all() and np.isnan(want[3:]).all()
 
 
@@ -101,11 +100,11 @@ def test_float32_sketch_decides_only_away_from_the_bounds():
     for b_lo in bounds:
         for b_hi in bounds:
             got = native.select(n, [("range", col, b_lo, b_hi, None, sketch)])
-            want = q.select_reference(n, [("range", col, b_lo, b_hi)])
+            want = scan.select_reference(n, [("range", col, b_lo, b_hi)])
             assert (got[0].tolist(), got[1]) == (want[0].tolist(), want[1]), (b_lo, b_hi)
         got = native.select(n, [("eq", col, b_lo, sketch)]) if b_lo is not None else None
         if got is not None:
-            want = q.select_reference(n, [("eq", col, b_lo)])
+            want = scan.select_reference(n, [("eq", col, b_lo)])
             assert got[1] == want[1]
 
 
@@ -118,7 +117,7 @@ def test_int8_codes_match_their_int32_column():
         for op in ("in", "eq") if len(spec) == 1 else ("in",):
             value = spec[0] if op == "eq" else spec
             got = native.select(n, [(op, codes, value, small)])
-            want = q.select_reference(n, [(op, codes, value)])
+            want = scan.select_reference(n, [(op, codes, value)])
             assert (got[0].tolist(), got[1]) == (want[0].tolist(), want[1]), (op, value)
 
 
@@ -148,7 +147,7 @@ def test_bad_companions_raise_validation_errors(spec):
         "short32": np.zeros(4, np.float32),
     }
     spec = tuple(arrays.get(x, x) if isinstance(x, str) else x for x in spec)
-    for fn in (native.select, q.select_reference):
+    for fn in (native.select, scan.select_reference):
         with pytest.raises(ValidationError):
             fn(8, [spec])
 
@@ -167,32 +166,3 @@ def test_threads_come_from_engine_threads(monkeypatch):
         with pytest.raises(ConfigError):
             native.select(N, [], threads=0)
         assert native.select(10, [], threads=1)[1] == 10  # explicit threads do not read it
-
-
-# ---------------------------------------------------------------------------- the builder's companions
-def test_columns_keep_narrow_companions_until_codes_outgrow_int8(tmp_path):
-    store = LocalStore(tmp_path / "db", durable=False)
-    try:
-        rows = [{"timestamp": 1000.0 + i, "reward": i / 7, "action_type": f"t{i % 5}"} for i in range(3000)]
-        with store.write() as batch:
-            for row in rows:
-                store.append(batch, "rl_actions", orjson.dumps(row))
-        cache = ColumnCache(store)
-        snap = cache.get("rl_actions")
-        sketch, small = snap.narrow("reward"), snap.narrow("action_type")
-        assert sketch.dtype == np.float32 and np.array_equal(sketch, snap.column("reward").astype(np.float32))
-        assert small.dtype == np.int8 and np.array_equal(small, snap.column("action_type"))
-        assert snap.narrow("offset") is None and not sketch.flags.writeable
-        pred = snap.predicate(("range", "reward", 0.7, 1.0))
-        assert pred[5] is sketch and snap.predicate(("eq", "action_type", "t1"))[3] is small
-        with store.write() as batch:  # more distinct strings than int8 codes
-            for i in range(NARROW_CODES + 5):
-                store.append(batch, "rl_actions", orjson.dumps({"timestamp": 1.0, "action_type": f"new{i}"}))
-        later = cache.get("rl_actions")
-        assert later.narrow("action_type") is None and later.narrow("reward").shape[0] == later.n
-        assert snap.narrow("action_type") is small  # an old snapshot keeps its companions
-        pred = later.predicate(("in", "action_type", ["t1", f"new{NARROW_CODES}"]))
-        assert pred[3] is None
-        assert native.select(later.n, [pred])[1] == 600 + 1
-    finally:
-        store.close()
