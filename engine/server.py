@@ -11,7 +11,7 @@ Why it is shaped this way:
   `a%2Fb` would split into two segments; axum routes on the raw path and then
   percent-decodes each segment, and so do we. Five fixed routes need no
   framework, and every layer left out is per-request time saved.
-- One writer thread owns every write transaction and commits whatever
+- One writer thread (engine.groupwriter) owns every write transaction and commits whatever
   requests arrived while the previous commit was fsyncing (group commit):
   the event loop keeps parsing HTTP during the fsync, and N concurrent
   appends cost one fsync, not N. LMDB serialises writers (also across
@@ -34,7 +34,6 @@ import asyncio
 import hashlib
 import hmac
 import os
-import queue
 import re
 import signal
 import sys
@@ -47,6 +46,7 @@ from urllib.parse import parse_qsl, unquote_to_bytes
 import orjson
 
 from .errors import ConfigError, EngineError
+from .groupwriter import APPEND, DELETE, PUT, GroupWriter
 from .local import LocalStore
 
 __all__ = ["DEFAULT_MAX_BODY_BYTES", "RedDBApp", "build_app", "main", "serve", "storage_name"]
@@ -63,7 +63,6 @@ DEFAULT_COUNT = 100
 MAX_COUNT = 1000
 _I64 = 1 << 63
 _MAX_NAME_BYTES = 400  # LMDB keys are at most 511 bytes; longer names are hashed
-_MAX_GROUP = 512  # writes committed together at most
 
 _JSON = b"application/json"
 _TEXT = b"text/plain; charset=utf-8"
@@ -72,7 +71,6 @@ _UNAUTHORIZED = b'{"ok":false,"error":"unauthorized"}'
 _INT_RE = re.compile(r"[+-]?[0-9]+")
 _JSON_WS = b" \t\r\n"
 
-_PUT, _DELETE, _APPEND = 0, 1, 2
 _ALLOWED = {"kv": ("GET", "HEAD", "PUT", "DELETE"), "append": ("POST",), "read": ("GET", "HEAD")}
 
 
@@ -93,110 +91,6 @@ def storage_name(namespace: str, name: str) -> str:
 
 class _Disconnected(Exception):
     """The client went away while we were reading its body."""
-
-
-class _GroupWriter:
-    """The thread that runs every write transaction, committing queued writes together."""
-
-    def __init__(self, store: LocalStore, loop: asyncio.AbstractEventLoop) -> None:
-        self._store = store
-        self._loop = loop
-        self._queue: queue.SimpleQueue[tuple[int, str, bytes, asyncio.Future[Any]] | None] = (
-            queue.SimpleQueue()
-        )
-        self._closed = False
-        self._thread = threading.Thread(target=self._run, name="reddb-writer", daemon=True)
-        self._thread.start()
-
-    def submit(self, op: int, name: str, value: bytes) -> asyncio.Future[Any]:
-        """Queue one write; the future resolves after its transaction committed."""
-        fut: asyncio.Future[Any] = self._loop.create_future()
-        if self._closed:
-            fut.set_exception(EngineError("the server is shutting down"))
-        else:
-            self._queue.put((op, name, value, fut))
-        return fut
-
-    def close(self) -> None:
-        """Commit what is queued, then stop the thread."""
-        if self._closed:
-            return
-        self._closed = True
-        self._queue.put(None)
-        self._thread.join()
-        late = []  # submitted while we were closing: fail them rather than leave them hanging
-        while True:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if item is not None:
-                late.append(item)
-        if late:
-            error = EngineError("the server is shutting down")
-            try:
-                self._loop.call_soon_threadsafe(_deliver, late, [error] * len(late))
-            except RuntimeError:
-                pass
-
-    def _run(self) -> None:
-        q = self._queue
-        stop = False
-        while not stop:
-            first = q.get()
-            if first is None:
-                break
-            items = [first]
-            while len(items) < _MAX_GROUP:
-                try:
-                    item = q.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:
-                    stop = True
-                    break
-                items.append(item)
-            results = self._commit(items)
-            try:
-                self._loop.call_soon_threadsafe(_deliver, items, results)
-            except RuntimeError:  # the loop is gone: nobody is waiting any more
-                pass
-
-    def _commit(self, items: list[tuple[int, str, bytes, asyncio.Future[Any]]]) -> list[Any]:
-        try:
-            with self._store.write() as batch:
-                return [self._apply(batch, op, name, value) for op, name, value, _ in items]
-        except Exception as exc:
-            if len(items) == 1:
-                return [exc]
-        # one bad write must not fail its neighbours: retry each in its own transaction
-        out: list[Any] = []
-        for op, name, value, _ in items:
-            try:
-                with self._store.write() as batch:
-                    out.append(self._apply(batch, op, name, value))
-            except Exception as exc:
-                out.append(exc)
-        return out
-
-    def _apply(self, batch: Any, op: int, name: str, value: bytes) -> int | None:
-        if op == _APPEND:
-            return self._store.append(batch, name, value)
-        if op == _PUT:
-            self._store.kv_put(batch, name, value)
-        else:
-            self._store.kv_delete(batch, name)
-        return None
-
-
-def _deliver(items: list[tuple[int, str, bytes, asyncio.Future[Any]]], results: list[Any]) -> None:
-    for (_, _, _, fut), res in zip(items, results, strict=True):
-        if fut.done():  # cancelled: the write still committed, nobody is waiting
-            continue
-        if isinstance(res, BaseException):
-            fut.set_exception(res)
-        else:
-            fut.set_result(res)
 
 
 def _header(scope: Scope, name: bytes) -> bytes | None:
@@ -267,7 +161,7 @@ class RedDBApp:
         self.max_body_bytes = max_body_bytes
         self._expected = None if admin_token is None else b"Bearer " + admin_token.encode()
         self._owns_store = owns_store
-        self._writer: _GroupWriter | None = None
+        self._writer: GroupWriter | None = None
         self._writer_lock = threading.Lock()
 
     @property
@@ -309,12 +203,12 @@ class RedDBApp:
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
-    def _get_writer(self) -> _GroupWriter:
+    def _get_writer(self) -> GroupWriter:
         writer = self._writer
         if writer is None:
             with self._writer_lock:
                 if self._writer is None:
-                    self._writer = _GroupWriter(self.store, asyncio.get_running_loop())
+                    self._writer = GroupWriter(self.store, asyncio.get_running_loop())
                 writer = self._writer
         return writer
 
@@ -427,12 +321,12 @@ class RedDBApp:
                 return
             if not self._authorized(scope):
                 return await _respond(send, 401, _UNAUTHORIZED)
-            await self._write(_PUT, storage_name(ns, key), body)
+            await self._write(PUT, storage_name(ns, key), body)
         else:
             if not self._authorized(scope):
                 return await _respond(send, 401, _UNAUTHORIZED)
             if method == "DELETE":
-                await self._write(_DELETE, storage_name(ns, key))
+                await self._write(DELETE, storage_name(ns, key))
             else:
                 value = self.store.kv_get(storage_name(ns, key))
                 if value is None:
@@ -446,7 +340,7 @@ class RedDBApp:
             return
         if not self._authorized(scope):
             return await _respond(send, 401, _UNAUTHORIZED)
-        offset = await self._write(_APPEND, storage_name(ns, stream), body)
+        offset = await self._write(APPEND, storage_name(ns, stream), body)
         reply = {"ok": True, "namespace": ns, "stream": stream, "offset": offset}
         await _respond(send, 200, orjson.dumps(reply))
 

@@ -7,23 +7,21 @@ namespaces.
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 import subprocess
 import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 from urllib.parse import quote
 
 import httpx
 import orjson
 import pytest
 
-from engine.errors import ConfigError, StorageError
+from engine.errors import ConfigError
 from engine.local import LocalStore
-from engine.server import _APPEND, _PUT, _GroupWriter, storage_name
+from engine.server import storage_name
 from tests.integration.conftest import REPO_ROOT, RedDBServerProcess
 
 MAX_BODY = 64 * 1024  # the shared server's body limit, small so that 413 is cheap to provoke
@@ -483,50 +481,6 @@ def test_missing_uvicorn_is_a_config_error(monkeypatch: pytest.MonkeyPatch, tmp_
         engine.server.serve(str(tmp_path / "d"))
     assert not (tmp_path / "d").exists()  # nothing was created before the check
     assert engine.server.main(["--path", str(tmp_path / "d"), "--port", "1"]) == 2
-
-
-# ---------------------------------------------------------------------- in-process: the group writer
-def test_writes_queued_during_a_commit_share_one_transaction(tmp_path: Path) -> None:
-    store = LocalStore(tmp_path / "d", durable=False)
-
-    async def scenario() -> list[int]:
-        writer = _GroupWriter(store, asyncio.get_running_loop())
-        try:
-            before = store.last_txn_id()
-            blocker = store.env.begin(write=True)  # the writer thread will wait for LMDB's write lock
-            futures = [writer.submit(_APPEND, "s", b"%d" % i) for i in range(50)]
-            await asyncio.sleep(0.05)
-            assert not any(f.done() for f in futures)  # nothing is acknowledged before its commit
-            blocker.abort()
-            offsets = await asyncio.gather(*futures)
-            # whatever the writer had taken before it blocked, then everything else at once
-            assert store.last_txn_id() - before <= 2
-            return offsets
-        finally:
-            writer.close()
-
-    try:
-        assert asyncio.run(scenario()) == list(range(50))
-        assert store.read("s", 0, 100) == [(i, b"%d" % i) for i in range(50)]
-    finally:
-        store.close()
-
-
-def test_one_failing_write_does_not_fail_its_group(tmp_path: Path) -> None:
-    store = LocalStore(tmp_path / "d", durable=False)
-    loop = asyncio.new_event_loop()
-    writer = _GroupWriter(store, loop)
-    try:
-        fut: Any = None  # _commit does not touch the futures
-        items = [(_APPEND, "ok", b"1", fut), (_PUT, "k" * 600, b"2", fut), (_APPEND, "ok", b"3", fut)]
-        results = writer._commit(items)
-        assert results[0] == 0 and results[2] == 1
-        assert isinstance(results[1], StorageError)  # LMDB keys are at most 511 bytes
-        assert store.read("ok", 0, 10) == [(0, b"1"), (1, b"3")]
-    finally:
-        writer.close()
-        loop.close()
-        store.close()
 
 
 def test_storage_names_are_unambiguous_and_fit_lmdb() -> None:
