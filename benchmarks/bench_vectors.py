@@ -3,9 +3,9 @@
 Every implementation searches the same L2-normalised float32 matrix with
 inner product (= cosine) and returns the exact top k. The engine's single
 searches go through its int8 prefilter (a quarter of the bytes, then an
-exact float32 rescoring of the few rows that can reach the top k);
-"engine full scan" times the fused float32 kernel alone on the same matrix,
-to show what the prefilter gains. Peer settings follow
+exact rescoring of the few rows that can reach the top k); "engine full
+scan" times the fused kernel alone (float32 products accumulated in double)
+on the same matrix, to show what the prefilter gains. Peer settings follow
 /work/shared/BENCHMARKING.md: faiss single queries run with one OpenMP thread
 (its best); for batches faiss gets `distance_compute_blas_threshold = 20` so
 it uses BLAS like we do. simsimd is imported before usearch.
@@ -27,6 +27,7 @@ from types import ModuleType
 import numpy as np
 import pytest
 
+from engine import _prefilter as prefilter
 from engine import _vectors as kernel
 from engine.vectors import VectorIndex
 
@@ -74,7 +75,7 @@ class Data:
         codes, stats = self.index._codes, self.index._qstats  # a diagnostic: the index's own int8 copy
         assert codes is not None and stats is not None
         mask = None if keep is None else keep.astype(np.uint8)
-        rows = kernel.candidates(codes[:N], stats[:N], self.q, K, mask)
+        rows = prefilter.candidates(codes[:N], stats[:N], self.q, K, mask)
         benchmark.extra_info["rescored_rows"] = None if rows is None else len(rows)
 
     def faiss_index(self):
@@ -118,9 +119,19 @@ def test_engine_single(benchmark, data):
 
 @pytest.mark.benchmark(group="vectors-single")
 def test_engine_full_scan_single(benchmark, data):
-    """The fused float32 kernel without the prefilter, on the benchmark matrix."""
+    """The fused kernel (float32 rows, double accumulation) without the prefilter."""
     benchmark.extra_info.update(impl="engine full scan (no prefilter)")
     rows, _ = benchmark.pedantic(kernel.topk, (data.matrix, data.q, K), rounds=SINGLE_ROUNDS, warmup_rounds=2)
+    data.check_exact(benchmark, [f"e{r}" for r in rows.tolist()], data.q)
+
+
+@pytest.mark.benchmark(group="vectors-single")
+def test_engine_full_scan_single_one_thread(benchmark, data):
+    """The fused kernel on one thread: what double accumulation costs where bandwidth is scarcer."""
+    benchmark.extra_info.update(impl="engine full scan (no prefilter, 1 thread)")
+    rows, _ = benchmark.pedantic(
+        kernel.topk, (data.matrix, data.q, K), {"threads": 1}, rounds=SINGLE_ROUNDS, warmup_rounds=2
+    )
     data.check_exact(benchmark, [f"e{r}" for r in rows.tolist()], data.q)
 
 
@@ -222,7 +233,7 @@ def test_engine_filtered(benchmark, data):
 
 @pytest.mark.benchmark(group="vectors-filtered")
 def test_engine_full_scan_filtered(benchmark, data):
-    """The fused float32 kernel on the same mask, without the prefilter."""
+    """The fused kernel on the same mask, without the prefilter."""
     benchmark.extra_info.update(impl="engine full scan (no prefilter)", selectivity=0.1)
     mask = data.code.astype(np.uint8)
     rows, _ = benchmark.pedantic(

@@ -15,24 +15,23 @@ Why it is shaped this way:
   runs by itself when growth would otherwise be needed while at least a
   quarter of the rows are dead. Re-adding an existing id overwrites its row.
 - Beside the matrix, an int8 copy (per row: codes, a float32 scale and two
-  error bounds; `quantise` in the kernel, +26% memory at dim 384) lets a
-  single search read a quarter of the bytes: the kernel brackets every score
-  from the int8 copy, then rescores only the rows that can reach the top k
-  with the float32 routine of the full scan, so results are exactly the full
-  scan's. It falls back to the full scan when too many rows could (near
-  ties), and is skipped below `PREFILTER_MIN_VALUES` (small matrices sit in
-  cache). `prefilter=False` keeps no int8 copy and always scans in full.
-- Metadata lives in typed columns beside the matrix (interned `source_type`
-  and `source_path` codes, float64 `timestamp`), so a `where` filter becomes a
-  uint8 row mask built with a few numpy operations; the kernel reads the mask
-  in the same pass as the dot products and skips masked rows without reading
-  them, which makes a selective filter faster than an unfiltered search.
-
-`where` filters (all given conditions must hold):
-  {"source_type": "code"} or {"source_type": ["code", "doc"]}  type is one of these
-  {"source_path_prefix": "src/engine/"}   source_path starts with this (None never matches)
-  {"since": ts}                            timestamp >= ts
-  {"until": ts}                            timestamp < ts
+  error bounds; `quantise` in engine._prefilter, +26% memory at dim 384)
+  lets a single search read a quarter of the bytes: that kernel brackets
+  every score from the int8 copy, then only the rows that can reach the top
+  k are rescored with the routine of the full scan, so results are exactly
+  the full scan's. It falls back to the full scan when too many rows could
+  (near ties), and is skipped below `PREFILTER_MIN_VALUES` (small matrices
+  sit in cache). `prefilter=False` keeps no int8 copy and always scans in
+  full.
+- Metadata lives in typed columns beside the matrix (engine.vectormeta:
+  interned `source_type` and `source_path` codes, float64 `timestamp`, and
+  the `where` filters, listed there), so a filter becomes a uint8 row mask;
+  the kernel reads the mask in the same pass as the dot products and skips
+  masked rows without reading them, which makes a selective filter faster
+  than an unfiltered search.
+- Scores are float32 products accumulated in double (the native scan; the
+  numpy reference computes in float64 too), except in `search_batch` of
+  several queries, which scores through BLAS sgemm in float32.
 
 The index is not synchronised: callers serialise writes against searches.
 With ENGINE_PURE=1 searches run the numpy reference (`reference_topk`), which
@@ -49,11 +48,12 @@ from typing import Any
 import numpy as np
 
 from ._native import load
-from .errors import DimensionError, NotFoundError, UnknownFieldError, ValidationError
+from .errors import DimensionError, NotFoundError, ValidationError
+from .vectormeta import MetadataColumns, check_timestamp
 
 _native = load("_vectors")
+_native_prefilter = load("_prefilter")
 
-WHERE_KEYS = ("source_type", "source_path_prefix", "since", "until")
 _BLOCK = 16384  # rows normalised (and moved by compact) per step: bounds the scratch memory
 _TINY = 1e-280  # squared norms below this lose float64 digits: such rows are rescaled first
 _STATS = 3  # per-row quantisation stats: scale, error norm bound, code norm bound
@@ -67,17 +67,23 @@ def reference_topk(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Brute-force top-k by dot product: (rows int64, scores float64), best first.
 
-    The plain numpy baseline: every score is materialised and sorted with a
-    stable sort, so ties keep the lower row, like the native kernel.
+    The plain numpy baseline: every score is computed in float64 (a block of
+    rows widened at a time, as the native kernel accumulates float32 products
+    in double), materialised and sorted with a stable sort, so ties keep the
+    lower row, like the native kernel. Scores agree with the kernel's to
+    ~1e-15 (another order of additions), so rows tied that closely may swap.
     """
     if mask is None:
         rows = np.arange(matrix.shape[0], dtype=np.int64)
-        scores = matrix @ q
     else:
         rows = np.flatnonzero(mask).astype(np.int64)
-        scores = matrix[rows] @ q
+    q64 = np.asarray(q, dtype=np.float64)
+    scores = np.empty(len(rows), np.float64)
+    for b0 in range(0, len(rows), _BLOCK):
+        block = matrix[b0 : b0 + _BLOCK] if mask is None else matrix[rows[b0 : b0 + _BLOCK]]
+        np.matmul(block.astype(np.float64), q64, out=scores[b0 : b0 + len(block)])
     order = np.argsort(-scores, kind="stable")[:k]
-    return rows[order], scores[order].astype(np.float64)
+    return rows[order], scores[order]
 
 
 def reference_topk_batch(
@@ -124,10 +130,10 @@ def _round_up32(v: np.ndarray) -> np.ndarray:
 
 
 def _quantise_into(rows: np.ndarray, codes: np.ndarray, stats: np.ndarray, threads: int) -> None:
-    if _native is None:
+    if _native_prefilter is None:
         reference_quantise(rows, codes, stats)
     else:
-        _native.quantise(rows, codes, stats, threads=threads)
+        _native_prefilter.quantise(rows, codes, stats, threads=threads)
 
 
 def _as_float_array(value: Any, ndim: int, what: str) -> np.ndarray:
@@ -210,29 +216,6 @@ def _check_positive(value: object, what: str) -> None:
         raise ValidationError(f"{what} must be a positive integer, got {value!r}")
 
 
-def _check_timestamp(ts: object) -> float:
-    if isinstance(ts, bool) or not isinstance(ts, numbers.Real) or not math.isfinite(float(ts)):
-        raise ValidationError(f"timestamp must be a finite number, got {ts!r}")
-    return float(ts)
-
-
-class _Interner:
-    """Strings <-> dense int32 codes, so a metadata column is a numpy array."""
-
-    __slots__ = ("codes", "names")
-
-    def __init__(self) -> None:
-        self.names: list[str] = []
-        self.codes: dict[str, int] = {}
-
-    def code(self, name: str) -> int:
-        code = self.codes.get(name)
-        if code is None:
-            code = self.codes[name] = len(self.names)
-            self.names.append(name)
-        return code
-
-
 class VectorIndex:
     """Exact cosine top-k over L2-normalised float32 vectors with string ids.
 
@@ -251,15 +234,11 @@ class VectorIndex:
     _matrix: np.ndarray | None
     _n_dead: int
     _n_rows: int
-    _path_codes: np.ndarray
-    _paths: _Interner
+    _meta: MetadataColumns
     _prefilter: bool
     _qstats: np.ndarray | None
     _rows: dict[str, int]
     _threads: int
-    _timestamps: np.ndarray
-    _type_codes: np.ndarray
-    _types: _Interner
 
     def __init__(
         self,
@@ -282,13 +261,9 @@ class VectorIndex:
         if self._dim is not None:
             self._set_dim(self._dim)
         self._alive = np.zeros(self._capacity, np.uint8)
-        self._type_codes = np.zeros(self._capacity, np.int32)
-        self._path_codes = np.full(self._capacity, -1, np.int32)
-        self._timestamps = np.zeros(self._capacity, np.float64)
+        self._meta = MetadataColumns(self._capacity)
         self._ids = []
         self._rows = {}
-        self._types = _Interner()
-        self._paths = _Interner()
         self._n_rows = 0
         self._n_dead = 0
 
@@ -353,7 +328,7 @@ class VectorIndex:
             raise ValidationError(f"source_type must be a string, got {source_type!r}")
         if source_path is not None and not isinstance(source_path, str):
             raise ValidationError(f"source_path must be a string or None, got {source_path!r}")
-        ts = _check_timestamp(timestamp)
+        ts = check_timestamp(timestamp)
         vec = _as_float_array(vector, 1, "vector")
         dim = self._check_dim(vec.shape[0], "vector")
         unit = _unit_vector(vec, id, "vector")
@@ -370,9 +345,7 @@ class VectorIndex:
         assert self._matrix is not None
         self._matrix[row] = unit
         self._quantise_rows(row, row + 1)
-        self._type_codes[row] = self._types.code(source_type)
-        self._path_codes[row] = -1 if source_path is None else self._paths.code(source_path)
-        self._timestamps[row] = ts
+        self._meta.set_row(row, source_type, source_path, ts)
 
     def add_batch(
         self,
@@ -402,9 +375,7 @@ class VectorIndex:
         if mat.shape[0] != m:
             raise ValidationError(f"{m} ids for {mat.shape[0]} vectors")
         dim = self._check_dim(mat.shape[1], "vectors")
-        type_codes = _codes(self._types, source_types, m, "source_types", "")
-        path_codes = _codes(self._paths, source_paths, m, "source_paths", None)
-        stamps = _timestamps(timestamps, m)
+        meta = self._meta.encode(source_types, source_paths, timestamps, m)
         if m == 0:
             return
 
@@ -442,14 +413,10 @@ class VectorIndex:
                 stats = np.empty((len(rows), _STATS), np.float32)
                 _quantise_into(scratch, codes, stats, self._threads)
                 self._codes[rows], self._qstats[rows] = codes, stats
-            self._type_codes[rows] = type_codes[pos]
-            self._path_codes[rows] = path_codes[pos]
-            self._timestamps[rows] = stamps[pos]
+            self._meta.write(rows, meta, pos)
         self._quantise_rows(start, end)
         sel = slice(None) if take is None else take
-        self._type_codes[start:end] = type_codes[sel]
-        self._path_codes[start:end] = path_codes[sel]
-        self._timestamps[start:end] = stamps[sel]
+        self._meta.write(slice(start, end), meta, sel)
         self._alive[start:end] = 1
         self._ids.extend(fresh)
         self._rows.update(zip(fresh, range(start, end), strict=True))
@@ -481,10 +448,7 @@ class VectorIndex:
             for b0 in range(0, m, _BLOCK):
                 src = live[b0 : b0 + _BLOCK]
                 arr[b0 : b0 + len(src)] = arr[src]
-        for col in (self._type_codes, self._path_codes, self._timestamps):
-            col[:m] = col[live]
-        self._types = _reinterned(self._types, self._type_codes[:m])
-        self._paths = _reinterned(self._paths, self._path_codes[:m])
+        self._meta.compact(live)
         self._alive[:m] = 1
         self._alive[m : self._n_rows] = 0
         self._ids = [self._ids[r] for r in live.tolist()]
@@ -533,9 +497,7 @@ class VectorIndex:
             self._codes = _grown_rows(self._codes, cap, n)
             self._qstats = _grown_rows(self._qstats, cap, n)
         self._alive = _grown(self._alive, cap, 0)
-        self._type_codes = _grown(self._type_codes, cap, 0)
-        self._path_codes = _grown(self._path_codes, cap, -1)
-        self._timestamps = _grown(self._timestamps, cap, 0.0)
+        self._meta.grow(cap)
         self._capacity = cap
 
     # -- search ----------------------------------------------------------------------------------
@@ -566,8 +528,10 @@ class VectorIndex:
         if _native is None:
             return reference_topk(self._matrix[:n], unit, k, mask)
         narrowing = k < len(self) and n * self._matrix.shape[1] >= PREFILTER_MIN_VALUES
-        if self._codes is not None and self._qstats is not None and narrowing:
-            rows = _native.candidates(self._codes[:n], self._qstats[:n], unit, k, mask, threads=self._threads)
+        if self._codes is not None and self._qstats is not None and narrowing and _native_prefilter:
+            rows = _native_prefilter.candidates(
+                self._codes[:n], self._qstats[:n], unit, k, mask, threads=self._threads
+            )
             if rows is not None:
                 return _native.topk(self._matrix[:n], unit, k, rows=rows, threads=self._threads)
         return _native.topk(self._matrix[:n], unit, k, mask, threads=self._threads)
@@ -604,91 +568,7 @@ class VectorIndex:
     def _mask(self, where: Mapping[str, Any] | None) -> np.ndarray | None:
         """The uint8 row mask for `where` (tombstones excluded), or None when every row counts."""
         n = self._n_rows
-        alive = self._alive[:n] if self._n_dead else None
-        if not where:
-            return alive
-        if not isinstance(where, Mapping):
-            raise ValidationError(f"where must be a mapping, got {type(where).__name__}")
-        unknown = sorted(set(where) - set(WHERE_KEYS))
-        if unknown:
-            raise UnknownFieldError(f"unknown where keys {unknown}; supported: {list(WHERE_KEYS)}")
-        keep = np.ones(n, np.bool_) if alive is None else alive.astype(bool)
-        if "source_type" in where:
-            keep &= self._type_match(where["source_type"])
-        if "source_path_prefix" in where:
-            prefix = where["source_path_prefix"]
-            if not isinstance(prefix, str):
-                raise ValidationError(f"source_path_prefix must be a string, got {prefix!r}")
-            names = self._paths.names
-            lut = np.fromiter((p.startswith(prefix) for p in names), bool, len(names))
-            keep &= np.append(lut, False)[self._path_codes[:n]]  # code -1 (no path) -> False
-        if "since" in where:
-            keep &= self._timestamps[:n] >= _check_bound(where["since"], "since")
-        if "until" in where:
-            keep &= self._timestamps[:n] < _check_bound(where["until"], "until")
-        return keep.view(np.uint8)
-
-    def _type_match(self, wanted: Any) -> np.ndarray:
-        n = self._n_rows
-        allowed = [wanted] if isinstance(wanted, str) else wanted
-        if not isinstance(allowed, (list, tuple, set, frozenset)) or not all(
-            isinstance(t, str) for t in allowed
-        ):
-            raise ValidationError(f"source_type must be a string or a collection of strings, got {wanted!r}")
-        codes = [c for c in (self._types.codes.get(t) for t in allowed) if c is not None]
-        if len(codes) == 1:
-            return self._type_codes[:n] == codes[0]
-        lut = np.zeros(len(self._types.names), np.bool_)
-        lut[codes] = True
-        return lut[self._type_codes[:n]]
-
-
-def _codes(interner: _Interner, values: Any, m: int, what: str, default: str | None) -> np.ndarray:
-    """A metadata column as int32 codes (-1 for None); a single string applies to every row."""
-    if values is None or isinstance(values, str):
-        value = default if values is None else values
-        return np.full(m, -1 if value is None else interner.code(value), np.int32)
-    values = list(values)
-    if len(values) != m:
-        raise ValidationError(f"{len(values)} {what} for {m} vectors")
-    try:
-        distinct = set(values)
-    except TypeError:
-        raise ValidationError(f"{what} entries must be strings") from None
-    for v in distinct:
-        if not isinstance(v, str) and not (v is None and default is None):
-            raise ValidationError(f"{what} entries must be strings{' or None' if default is None else ''}")
-    lookup = {v: -1 if v is None else interner.code(v) for v in distinct}
-    return np.fromiter(map(lookup.__getitem__, values), np.int32, m)
-
-
-def _timestamps(values: Iterable[float] | None, m: int) -> np.ndarray:
-    if values is None:
-        return np.zeros(m, np.float64)
-    try:
-        stamps = np.asarray(values if isinstance(values, np.ndarray) else list(values), dtype=np.float64)
-    except (TypeError, ValueError):
-        raise ValidationError("timestamps must be numbers") from None
-    if stamps.shape != (m,):
-        raise ValidationError(f"{stamps.size} timestamps for {m} vectors")
-    if not np.isfinite(stamps).all():
-        raise ValidationError("timestamps must be finite numbers")
-    return stamps
-
-
-def _check_bound(value: object, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or math.isnan(float(value)):
-        raise ValidationError(f"{what} must be a number, got {value!r}")
-    return float(value)
-
-
-def _reinterned(interner: _Interner, codes: np.ndarray) -> _Interner:
-    """A fresh interner holding only the strings `codes` still use; `codes` is renumbered in place."""
-    used, inverse = np.unique(codes, return_inverse=True)
-    fresh = _Interner()
-    remap = np.array([-1 if c < 0 else fresh.code(interner.names[c]) for c in used.tolist()], np.int32)
-    codes[:] = remap[inverse.reshape(-1)] if len(codes) else codes
-    return fresh
+        return self._meta.mask(where, n, self._alive[:n] if self._n_dead else None)
 
 
 def _grown_rows(arr: np.ndarray, cap: int, n: int) -> np.ndarray:
@@ -699,6 +579,7 @@ def _grown_rows(arr: np.ndarray, cap: int, n: int) -> np.ndarray:
 
 
 def _grown(col: np.ndarray, cap: int, fill: float) -> np.ndarray:
+    """A copy of column `col` with `cap` entries, the new ones `fill`."""
     out = np.full(cap, fill, col.dtype)
     out[: len(col)] = col
     return out

@@ -1,16 +1,25 @@
 """VectorIndex and the native cosine top-k kernels, checked against the numpy reference.
 
-Scores from the kernel (float32 lanes summed in double) and from numpy's BLAS
-differ in the last float32 bits, so results are compared as the reference
-test of scikit-learn does: the multisets of scores agree to a tolerance, and
-every returned row really has the score claimed. Ties may come back in either
-order between implementations; the kernel itself must be bit-identical for
-any chunk size or thread count.
+The kernel accumulates float32 products in double and the reference computes
+in float64, so single-query scores agree to ~1e-15 (EXACT allows 1e-12);
+batches score through BLAS sgemm in float32 (FLOAT32 allows 1e-5), as does
+any comparison with the oracle that normalises the raw inputs in float64.
+Results are compared as the reference test of scikit-learn does: the
+multisets of scores agree to the tolerance, and every returned row really
+has the score claimed. Ties may come back in either order between
+implementations; the kernel itself must be bit-identical for any chunk size
+or thread count. The metadata columns and `where` masks have their own
+tests (test_vectormeta.py), as has the int8 prefilter (test_prefilter.py).
 """
 
 from __future__ import annotations
 
 import importlib
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,13 +27,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from engine import _native, vectors
+from engine import vectors
 from engine.errors import ConfigError, DimensionError, NotFoundError, UnknownFieldError, ValidationError
 from engine.vectors import VectorIndex, reference_topk, reference_topk_batch
 
 kernel = importlib.import_module("engine._vectors")  # the compiled kernel, even under ENGINE_PURE=1
 
-ATOL = 1e-5
+EXACT = 1e-12  # float64 accumulation against float64 numpy, same float32 inputs
+FLOAT32 = 1e-5  # sgemm batches, or the float64 oracle of the raw (unnormalised) inputs
 
 
 def unit_rows(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:
@@ -32,15 +42,15 @@ def unit_rows(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:
     return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
 
-def check_topk(matrix, q, rows, scores, ref_rows, ref_scores):
+def check_topk(matrix, q, rows, scores, ref_rows, ref_scores, atol=EXACT):
     """The kernel's answer is a valid top-k: same score multiset as the reference, honest scores."""
     assert rows.dtype == np.int64 and scores.dtype == np.float64
     assert len(rows) == len(ref_rows) == len(scores)
     assert len(set(rows.tolist())) == len(rows)
     assert np.all(np.diff(scores) <= 0), "best first"
     exact = matrix[rows].astype(np.float64) @ q.astype(np.float64)
-    np.testing.assert_allclose(scores, exact, rtol=0, atol=ATOL)
-    np.testing.assert_allclose(np.sort(scores), np.sort(ref_scores), rtol=0, atol=ATOL)
+    np.testing.assert_allclose(scores, exact, rtol=0, atol=atol)
+    np.testing.assert_allclose(np.sort(scores), np.sort(ref_scores), rtol=0, atol=atol)
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +101,26 @@ def test_scores_are_accurate_for_any_dimension(dim):
     rows, scores = kernel.topk(matrix, q, 300, threads=2, chunk_rows=16)
     assert sorted(rows.tolist()) == list(range(300))
     exact = matrix[rows].astype(np.float64) @ q.astype(np.float64)
-    np.testing.assert_allclose(scores, exact, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(scores, exact, rtol=0, atol=EXACT)
+
+
+def test_scores_are_float32_products_summed_in_double():
+    # components from 1e-3 to 1e3 with large cancellations: a float32 accumulator is off by
+    # far more than the double accumulator's bound gamma_m sum|q_i x_i|, m = dim/16 + 16
+    rng = np.random.default_rng(11)
+    for dim in (7, 16, 45, 384, 1000):
+        matrix = (rng.standard_normal((200, dim)) * 10.0 ** rng.uniform(-3, 3, (200, dim))).astype(np.float32)
+        q = (rng.standard_normal(dim) * 10.0 ** rng.uniform(-3, 3, dim)).astype(np.float32)
+        matrix[:, -1] = -(matrix[:, :-1].astype(np.float64) @ q[:-1]) / q[-1]  # sums near 0
+        rows, scores = kernel.topk(matrix, q, 200, threads=2, chunk_rows=32)
+        products = [[float(a) * float(b) for a, b in zip(matrix[r], q, strict=True)] for r in rows]
+        exact = np.array([math.fsum(p) for p in products])  # correctly rounded sums of exact products
+        total = np.array([math.fsum(map(abs, p)) for p in products])
+        m = dim // 16 + 16
+        gamma = m * 2.0**-53 / (1 - m * 2.0**-53)
+        assert np.all(np.abs(scores - exact) <= gamma * total + 2.0**-52 * np.abs(exact))
+        single = (matrix[rows] @ q).astype(np.float64)  # BLAS sgemv: float32 accumulation
+        assert dim < 16 or np.any(np.abs(single - exact) > 1000 * gamma * total)
 
 
 def test_ties_keep_the_lower_row(data):
@@ -128,7 +157,7 @@ def test_topk_batch_matches_reference(data, block_rows, masked):
     ref_rows, ref_scores = reference_topk_batch(matrix, queries, 9, m)
     assert rows.shape == scores.shape == ref_rows.shape == (len(queries), 9)
     for i, q in enumerate(queries):
-        check_topk(matrix, q, rows[i], scores[i], ref_rows[i], ref_scores[i])
+        check_topk(matrix, q, rows[i], scores[i], ref_rows[i], ref_scores[i], atol=FLOAT32)
         if m is not None:
             assert mask[rows[i]].all()
 
@@ -193,7 +222,7 @@ def test_topk_property(case):
     np.testing.assert_array_equal(rows, one_rows)
     np.testing.assert_array_equal(scores, one_scores)
     batch_rows, batch_scores = kernel.topk_batch(matrix, q[None, :], k, mask, block_rows=chunk_rows)
-    check_topk(matrix, q, batch_rows[0], batch_scores[0], ref_rows, ref_scores)
+    check_topk(matrix, q, batch_rows[0], batch_scores[0], ref_rows, ref_scores)  # one query: topk
 
 
 # -- VectorIndex -----------------------------------------------------------------------------------
@@ -217,12 +246,12 @@ def brute_force(x, ids, q, k, keep=None):
     return [ids[i] for i in order], scores[order]
 
 
-def check_search(result, expected):
+def check_search(result, expected, atol=FLOAT32):
     got_ids, got_scores = result
     want_ids, want_scores = expected
     assert isinstance(got_ids, list) and got_scores.dtype == np.float64
     assert len(got_ids) == len(want_ids)
-    np.testing.assert_allclose(got_scores, want_scores, rtol=0, atol=ATOL)
+    np.testing.assert_allclose(got_scores, want_scores, rtol=0, atol=atol)
     assert set(got_ids) == set(want_ids)
 
 
@@ -232,7 +261,7 @@ def test_search_finds_the_nearest_vectors():
     assert len(ix) == 2000 and ix.dim == 32 and "v3" in ix and "nope" not in ix
     for i in (0, 17, 1999):
         found, scores = ix.search(x[i], 5)
-        assert found[0] == ids[i] and scores[0] == pytest.approx(1.0, abs=ATOL)
+        assert found[0] == ids[i] and scores[0] == pytest.approx(1.0, abs=FLOAT32)
         check_search((found, scores), brute_force(x, ids, x[i], 5))
     q = rng.standard_normal(32)
     check_search(ix.search(q, 1), brute_force(x, ids, q, 1))
@@ -395,13 +424,36 @@ def test_pure_reference_path_gives_the_same_answers(monkeypatch):
     where = {"source_type": ["doc", "log"]}
     native = [ix.search(q, 9, where=where) for q in queries], ix.search_batch(queries, 9)
     monkeypatch.setattr(vectors, "_native", None)
+    monkeypatch.setattr(vectors, "_native_prefilter", None)
     pure = [ix.search(q, 9, where=where) for q in queries], ix.search_batch(queries, 9)
     for got, want in zip(native[0], pure[0], strict=True):
-        check_search(got, want)
-    for i in range(3):
+        check_search(got, want, atol=EXACT)  # both accumulate in double
+        assert got[0] == want[0]
+    for i in range(3):  # native batches: sgemm in float32
         check_search((native[1][0][i], native[1][1][i]), (pure[1][0][i], pure[1][1][i]))
-    monkeypatch.setenv("ENGINE_PURE", "1")
-    assert _native.load("_vectors") is None
+
+
+def test_engine_pure_selects_the_reference_and_a_missing_kernel_is_an_error():
+    code = (
+        "import sys\n"
+        "if len(sys.argv) > 1: sys.modules['engine.' + sys.argv[1]] = None  # as if never built\n"
+        "from engine import vectors as v\n"
+        "print(v._native is None, v._native_prefilter is None)"
+    )
+    root = Path(__file__).resolve().parents[1]
+    env = {k: v for k, v in os.environ.items() if k != "ENGINE_PURE"}
+
+    def run(*args: str, pure: str = "") -> subprocess.CompletedProcess[str]:
+        cmd = [sys.executable, "-c", code, *args]
+        return subprocess.run(cmd, env={**env, "ENGINE_PURE": pure}, cwd=root, capture_output=True, text=True)
+
+    assert run(pure="1").stdout.split() == ["True", "True"]
+    assert run().stdout.split() == ["False", "False"]
+    for missing in ("_vectors", "_prefilter"):
+        failed = run(missing)
+        assert failed.returncode != 0 and "NativeExtensionError" in failed.stderr
+        assert f"engine.{missing} is not built" in failed.stderr
+        assert run(missing, pure="1").stdout.split() == ["True", "True"]
 
 
 def test_bad_vectors_are_rejected_before_anything_is_written():

@@ -6,8 +6,12 @@ answer bit for bit: the same rows in the same order with the same scores.
 Data is generated to break the bound: duplicates, near-ties, dims 1..100
 (the AVX2 loop's 64- and 32-byte steps and the scalar tail), one huge
 component, zero-ish components, rows of any scale, everything masked, k
-larger than the live rows. The int8 copy kept by VectorIndex is checked
-against a fresh quantisation after every kind of write.
+larger than the live rows. Each term of the bracket has a case it alone
+covers (a query along the quantisation error, a query error along the
+codes, rows whose double additions all round one way at dim 4096), and the
+widest vectors bracketed (MAX_DIM, the int32 edge) are checked too. The int8
+copy kept by VectorIndex is checked against a fresh quantisation after every
+kind of write.
 """
 
 from __future__ import annotations
@@ -25,13 +29,15 @@ from engine import vectors
 from engine.errors import DimensionError, ValidationError
 from engine.vectors import VectorIndex, reference_quantise
 
-kernel = importlib.import_module("engine._vectors")  # the compiled kernel, even under ENGINE_PURE=1
+# the compiled kernels, even under ENGINE_PURE=1
+prefilter = importlib.import_module("engine._prefilter")
+scan = importlib.import_module("engine._vectors")
 
 
 def quantised(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     codes = np.empty(matrix.shape, np.int8)
     stats = np.empty((matrix.shape[0], 3), np.float32)
-    kernel.quantise(matrix, codes, stats, threads=2)
+    prefilter.quantise(matrix, codes, stats, threads=2)
     return codes, stats
 
 
@@ -42,8 +48,8 @@ def unit_rows(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:
 
 def check_exact(matrix, codes, stats, q, k, mask=None, **kwargs):
     """The prefiltered answer, when there is one, is the full scan's; returns the candidates."""
-    full_rows, full_scores = kernel.topk(matrix, q, k, mask)
-    cand = kernel.candidates(codes, stats, q, k, mask, **kwargs)
+    full_rows, full_scores = scan.topk(matrix, q, k, mask)
+    cand = prefilter.candidates(codes, stats, q, k, mask, **kwargs)
     if cand is None:
         return None
     assert cand.dtype == np.int64 and np.all(np.diff(cand) > 0)
@@ -51,12 +57,12 @@ def check_exact(matrix, codes, stats, q, k, mask=None, **kwargs):
         assert mask[cand].all()
     if kwargs.get("max_candidates", 0) > 0:
         assert len(cand) <= kwargs["max_candidates"]
-    rows, scores = kernel.topk(matrix, q, k, rows=cand)
+    rows, scores = scan.topk(matrix, q, k, rows=cand)
     np.testing.assert_array_equal(rows, full_rows)
     np.testing.assert_array_equal(scores, full_scores)
     # stronger: every row scoring at least the k-th best (ties included) is a candidate
     eligible = np.arange(len(matrix)) if mask is None else np.flatnonzero(mask)
-    every_rows, every_scores = kernel.topk(matrix, q, len(matrix), rows=eligible)
+    every_rows, every_scores = scan.topk(matrix, q, len(matrix), rows=eligible)
     assert set(every_rows[every_scores >= full_scores[-1]].tolist()) <= set(cand.tolist())
     return cand
 
@@ -98,8 +104,10 @@ def test_quantisation_bounds_hold_in_exact_arithmetic(matrix):
     for x, c, (s, en, cn) in zip(matrix.tolist(), codes.tolist(), stats.tolist(), strict=True):
         s = Fraction(s)
         err2 = sum((Fraction(xi) - s * ci) ** 2 for xi, ci in zip(x, c, strict=True))
-        assert Fraction(en) ** 2 >= err2
-        assert Fraction(cn) ** 2 >= s * s * sum(ci * ci for ci in c)
+        # the slack of 2^-25 absorbs the double rounding of the query's norms (module note)
+        slack = (1 + Fraction(1, 2**25)) ** 2
+        assert Fraction(en) ** 2 >= err2 * slack
+        assert Fraction(cn) ** 2 >= s * s * sum(ci * ci for ci in c) * slack
         if s >= Fraction(float(np.finfo(np.float32).tiny)):  # a subnormal scale has few digits
             # each component within half a step, plus the float32 rounding of s (127 * 2^-24)
             assert all(
@@ -107,14 +115,14 @@ def test_quantisation_bounds_hold_in_exact_arithmetic(matrix):
             )
 
 
-# -- the bracket: lower <= the kernel's float32 score <= upper, tight where each term matters ----------
+# -- the bracket: lower <= the kernel's score <= upper, tight where each term matters ----------------
 
 
 def check_bracket(matrix: np.ndarray, q: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Every row's full-scan score lies in its bounds; returns (lower, score, upper)."""
     codes, stats = quantised(matrix)
-    lower, upper = kernel.score_bounds(codes, stats, q)
-    rows, found = kernel.topk(matrix, q, len(matrix), threads=1)
+    lower, upper = prefilter.score_bounds(codes, stats, q)
+    rows, found = scan.topk(matrix, q, len(matrix), threads=1)
     score = np.empty(len(matrix))
     score[rows] = found
     assert np.all(lower <= score), np.max(score - lower)
@@ -122,27 +130,64 @@ def check_bracket(matrix: np.ndarray, q: np.ndarray) -> tuple[np.ndarray, np.nda
     return lower, score, upper
 
 
-def exact_grid(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:
-    """Rows s c, s with 17 significant bits, max |c| = 127: the int8 copy is exact (e = 0)."""
-    c = rng.integers(-127, 128, (n, dim))
+def exact_grid(rng: np.random.Generator, n: int, dim: int, constant: bool = False) -> np.ndarray:
+    """Rows s c, s with 17 significant bits, max |c| = 127: the int8 copy is exact (e = 0).
+
+    constant: every code 127 (the same product in every addition of a row's score).
+    """
+    c = np.full((n, dim), 127) if constant else rng.integers(-127, 128, (n, dim))
     c[:, 0] = 127
     s = np.ldexp(rng.integers(2**16, 2**17, n).astype(np.float64), -rng.integers(20, 30, n))
     return (s[:, None] * c).astype(np.float32)  # s c has at most 24 bits: exact in float32
 
 
-def test_bracket_covers_the_float32_rounding_of_the_scan():
-    # rows and query quantise exactly (e = f = 0, so A is the exact dot product): the float32
-    # scan's own rounding is all that separates its score from A, and the bound must cover it
+def grid_case(matrix: np.ndarray, q: np.ndarray):
+    """For exact-grid rows and query: (lower, score, upper, exact score, ||q|| ||x||) per row."""
+    codes, stats = quantised(matrix)
+    qcodes, qstats = quantised(q[None, :])
+    assert np.all(stats[:, 1] < 1e-29) and qstats[0, 1] < 1e-29  # e = 0 and f = 0
+    dots = codes.astype(np.int64) @ qcodes[0].astype(np.int64)
+    t = Fraction(float(qstats[0, 0]))
+    exact = [Fraction(float(s)) * t * int(d) for s, d in zip(stats[:, 0], dots, strict=True)]
+    lower, score, upper = check_bracket(matrix, q)
+    kernel_err = np.array([float(Fraction(float(v)) - x) for v, x in zip(score, exact, strict=True)])
+    norms = np.linalg.norm(matrix.astype(np.float64), axis=1) * np.linalg.norm(q.astype(np.float64))
+    return lower, score, upper, score - kernel_err, kernel_err / norms, norms
+
+
+U = 2.0**-53  # double unit roundoff: the kernel accumulates in double
+
+
+def test_bracket_covers_the_rounding_of_the_scan():
+    # rows and query quantise exactly (e = f = 0): A is the exact dot product up to its own two
+    # roundings, and only the kernel's additions separate the score from it. With every code
+    # 127 at dim 4096, each of a row's 16 running sums adds one product 256 times, and once a
+    # sum passes 2^53 units of that product every addition rounds the same way: the kernel's
+    # error alone, up to ~64 u ||q|| ||x||, is then several times what rel holds besides the
+    # kernel's gamma_m (16 u), so dropping or shrinking that term breaks the bracket here
     rng = np.random.default_rng(7)
+    dim = 4096
+    matrix = exact_grid(rng, 300, dim, constant=True)
+    q = exact_grid(rng, 1, dim, constant=True)[0]
+    lower, _, upper, exact, kernel_err, norms = grid_case(matrix, q)
+    assert np.count_nonzero(kernel_err) > 50  # the scan does round (when s t has enough bits)
+    assert np.min(kernel_err) < -32 * U  # 2x what the rest of rel (16 u) would cover below A
+    rel = dim // 16 + 32  # gamma_{m+16}, m = dim/16 + 16, in units of u
+    assert np.all(exact - lower <= (rel + 4) * U * norms)  # the lower side is rel wide, no more
+    assert np.all(upper - exact <= 2.0**-22 * np.abs(exact) + (rel + 4) * U * norms)  # float32 up
+
+
+def test_bracket_is_tight_on_ordinary_grids():
+    # random codes at dim 384: partial sums stay within 53 bits, the scan is exact, and the
+    # bracket is exactly rel = gamma_{dim/16 + 32} wide below (2^-40 here would be 140x wider)
+    rng = np.random.default_rng(8)
     matrix = exact_grid(rng, 2000, 384)
     q = exact_grid(rng, 1, 384)[0]
-    _, stats = quantised(matrix)
-    assert np.all(stats[:, 1] < 1e-29)
-    lower, score, upper = check_bracket(matrix, q)
-    exact = matrix.astype(np.float64) @ q.astype(np.float64)
-    assert np.count_nonzero(score != exact) > 1000  # the scan does round
-    norms = np.linalg.norm(matrix.astype(np.float64), axis=1) * np.linalg.norm(q.astype(np.float64))
-    assert np.all(upper - lower <= 2e-5 * norms)  # and the bracket is about that narrow
+    lower, _, _, exact, kernel_err, norms = grid_case(matrix, q)
+    assert np.all(np.abs(kernel_err) <= 4 * U)
+    rel = 384 // 16 + 32
+    assert np.all(exact - lower <= (rel + 4) * U * norms)
+    assert np.all(exact - lower >= (rel - 4) * U * norms)
 
 
 def test_bracket_covers_a_query_along_the_quantisation_error():
@@ -237,11 +282,11 @@ def test_candidates_do_not_depend_on_chunks_or_threads():
     mask = (rng.random(5000) < 0.3).astype(np.uint8)
     q = unit_rows(rng, 1, 40)[0]
     for m in (None, mask):
-        base = kernel.candidates(codes, stats, q, 12, m, threads=1, chunk_rows=5000)
+        base = prefilter.candidates(codes, stats, q, 12, m, threads=1, chunk_rows=5000)
         assert base is not None
         for threads in (1, 2, 3):
             for chunk_rows in (1, 7, 333, 100_000):
-                got = kernel.candidates(codes, stats, q, 12, m, threads=threads, chunk_rows=chunk_rows)
+                got = prefilter.candidates(codes, stats, q, 12, m, threads=threads, chunk_rows=chunk_rows)
                 np.testing.assert_array_equal(got, base)
 
 
@@ -254,7 +299,7 @@ def test_the_prefilter_narrows_ordinary_data(dim):
         cand = check_exact(matrix, codes, stats, q, 10, threads=2)
         assert cand is not None and 10 <= len(cand) <= 400  # 2% of the rows at most
     q = matrix[123]  # a stored row: found first, exactly
-    rows, _ = kernel.topk(matrix, q, 3, rows=kernel.candidates(codes, stats, q, 3))
+    rows, _ = scan.topk(matrix, q, 3, rows=prefilter.candidates(codes, stats, q, 3))
     assert rows[0] == 123
 
 
@@ -265,15 +310,37 @@ def test_too_many_candidates_fall_back_and_stay_exact():
     matrix = (near / np.linalg.norm(near, axis=1, keepdims=True)).astype(np.float32)
     codes, stats = quantised(matrix)
     q = base
-    assert kernel.candidates(codes, stats, q, 5) is None  # every row is within the bound's reach
+    assert prefilter.candidates(codes, stats, q, 5) is None  # every row is within the bound's reach
     assert check_exact(matrix, codes, stats, q, 5, max_candidates=3000) is not None
-    assert kernel.candidates(codes, stats, q, 5, max_candidates=4) is None
+    assert prefilter.candidates(codes, stats, q, 5, max_candidates=4) is None
     # fewer eligible rows than k: nothing to narrow
     few = np.zeros(3000, np.uint8)
     few[[3, 9]] = 1
-    assert kernel.candidates(codes, stats, q, 5, few) is None
-    assert kernel.candidates(codes, stats, q, 5, np.zeros(3000, np.uint8)) is None
-    assert kernel.candidates(codes, stats, q, 3001) is None
+    assert prefilter.candidates(codes, stats, q, 5, few) is None
+    assert prefilter.candidates(codes, stats, q, 5, np.zeros(3000, np.uint8)) is None
+    assert prefilter.candidates(codes, stats, q, 3001) is None
+
+
+def test_the_widest_vectors_bracket_and_wider_ones_are_not_prefiltered(always_prefilter):
+    dim = prefilter.MAX_DIM  # every code +-127 both sides: c . d = +-dim 127^2, the int32 edge
+    x = np.full((3, dim), 0.5, np.float32)
+    x[1] *= -1
+    x[2, ::2] *= -1
+    q = np.full(dim, 0.25, np.float32)
+    lower, score, _ = check_bracket(x, q)
+    assert score[0] == dim / 8 and lower[0] > 0.999 * score[0] and lower[1] < -0.999 * dim / 8
+    codes, stats = quantised(x)
+    np.testing.assert_array_equal(prefilter.candidates(codes, stats, q, 1), [0])
+    wide = np.full((3, dim + 1), 0.5, np.float32)
+    codes, stats = quantised(wide)
+    assert prefilter.candidates(codes, stats, np.full(dim + 1, 0.25, np.float32), 1) is None
+    with pytest.raises(DimensionError):
+        prefilter.score_bounds(codes, stats, np.full(dim + 1, 0.25, np.float32))
+    ix = VectorIndex(capacity=4)
+    wide[1] *= -1
+    wide[2, ::2] *= -1
+    ix.add_batch(["a", "b", "c"], wide)
+    assert ix.search(np.ones(dim + 1), 2)[0] == ["a", "c"]  # the full scan answers
 
 
 def test_kernel_arguments_are_checked():
@@ -282,24 +349,24 @@ def test_kernel_arguments_are_checked():
     codes, stats = quantised(matrix)
     q = matrix[0]
     with pytest.raises(DimensionError):
-        kernel.candidates(codes, stats, q[:4].copy(), 3)
+        prefilter.candidates(codes, stats, q[:4].copy(), 3)
     with pytest.raises(DimensionError):
-        kernel.candidates(codes, stats[:10], q, 3)
+        prefilter.candidates(codes, stats[:10], q, 3)
     with pytest.raises(ValidationError):
-        kernel.candidates(codes, stats, q, 0)
+        prefilter.candidates(codes, stats, q, 0)
     with pytest.raises(ValidationError):
-        kernel.candidates(codes, stats, q, 3, np.ones(10, np.uint8))
+        prefilter.candidates(codes, stats, q, 3, np.ones(10, np.uint8))
     with pytest.raises(ValidationError):
-        kernel.candidates(codes, stats, np.full(8, np.nan, np.float32), 3)
+        prefilter.candidates(codes, stats, np.full(8, np.nan, np.float32), 3)
     with pytest.raises(DimensionError):
-        kernel.quantise(matrix, codes[:, :4].copy(), stats)
+        prefilter.quantise(matrix, codes[:, :4].copy(), stats)
     with pytest.raises(DimensionError):
-        kernel.quantise(matrix, codes, np.empty((50, 2), np.float32))
+        prefilter.quantise(matrix, codes, np.empty((50, 2), np.float32))
     with pytest.raises(ValidationError):
-        kernel.topk(matrix, q, 3, np.ones(50, np.uint8), rows=np.arange(3))
+        scan.topk(matrix, q, 3, np.ones(50, np.uint8), rows=np.arange(3))
     with pytest.raises(ValidationError):
-        kernel.topk(matrix, q, 3, rows=np.array([1, 50]))
-    assert kernel.topk(matrix, q, 3, rows=np.empty(0, np.int64))[0].tolist() == []
+        scan.topk(matrix, q, 3, rows=np.array([1, 50]))
+    assert scan.topk(matrix, q, 3, rows=np.empty(0, np.int64))[0].tolist() == []
 
 
 # -- VectorIndex: the int8 copy follows every write ------------------------------------------------------
@@ -330,7 +397,7 @@ def check_int8_copy(ix: VectorIndex) -> None:
 @pytest.mark.parametrize("pure", [False, True])
 def test_int8_copy_follows_adds_removes_compaction_and_growth(monkeypatch, pure):
     if pure:  # the numpy quantiser keeps the copy under ENGINE_PURE=1
-        monkeypatch.setattr(vectors, "_native", None)
+        monkeypatch.setattr(vectors, "_native_prefilter", None)
     rng = np.random.default_rng(4)
     ix = VectorIndex(capacity=4)
     x = rng.standard_normal((300, 24))
@@ -370,13 +437,13 @@ def test_prefiltered_searches_equal_full_scans(always_prefilter, monkeypatch):
             ix.remove(ids[i])
     assert plain._codes is None and fast.nbytes == plain.nbytes + fast.capacity * (dim + 12)
     calls: list[np.ndarray | None] = []
-    real = kernel.candidates
+    real = prefilter.candidates
 
     def spy(*args, **kwargs):
         calls.append(real(*args, **kwargs))
         return calls[-1]
 
-    monkeypatch.setattr(vectors._native, "candidates", spy)
+    monkeypatch.setattr(vectors._native_prefilter, "candidates", spy)
     queries = [rng.standard_normal(dim), x[7], x[3005] + 1e-3, x[10]]
     wheres = [None, {"source_type": "code"}, {"since": 3500}, {"since": 3990, "until": 3992}]
     for _ in range(2):  # with tombstones, then compacted
@@ -405,5 +472,5 @@ def test_small_indexes_scan_in_full(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("the prefilter ran on a tiny index")
 
-    monkeypatch.setattr(vectors._native, "candidates", refuse)
+    monkeypatch.setattr(vectors._native_prefilter, "candidates", refuse)
     assert len(ix.search(rng.standard_normal(8), 5)[0]) == 5
