@@ -372,7 +372,11 @@ def test_kernel_arguments_are_checked():
 # -- VectorIndex: the int8 copy follows every write ------------------------------------------------------
 
 
-needs_native = pytest.mark.skipif(vectors._native is None, reason="ENGINE_PURE=1: searches run the reference")
+@pytest.fixture
+def native(monkeypatch):
+    """The compiled kernels, also when ENGINE_PURE=1 selected the reference: these tests are about them."""
+    monkeypatch.setattr(vectors, "_native", importlib.import_module("engine._vectors"))
+    monkeypatch.setattr(vectors, "_native_prefilter", importlib.import_module("engine._prefilter"))
 
 
 @pytest.fixture
@@ -421,8 +425,7 @@ def test_int8_copy_follows_adds_removes_compaction_and_growth(monkeypatch, pure)
     check_int8_copy(ix)
 
 
-@needs_native
-def test_prefiltered_searches_equal_full_scans(always_prefilter, monkeypatch):
+def test_prefiltered_searches_equal_full_scans(native, always_prefilter, monkeypatch):
     rng = np.random.default_rng(5)
     n, dim = 4000, 48
     x = rng.standard_normal((n, dim))
@@ -463,8 +466,7 @@ def test_prefiltered_searches_equal_full_scans(always_prefilter, monkeypatch):
     assert any(c is None for c in calls)  # the duplicates (k = 150) and the tiny windows fall back
 
 
-@needs_native
-def test_small_indexes_scan_in_full(monkeypatch):
+def test_small_indexes_scan_in_full(native, monkeypatch):
     rng = np.random.default_rng(6)
     ix = VectorIndex(8)
     ix.add_batch([f"v{i}" for i in range(100)], rng.standard_normal((100, 8)))
