@@ -20,8 +20,7 @@ import numpy as np
 from . import _native
 from .columns import MISSING_INT, ZONE_ROWS
 from .errors import ValidationError
-
-_I64_MAX = int(np.iinfo(np.int64).max)
+from .streamcolumns import int_bounds
 
 
 # ---------------------------------------------------------------------------- reference kernel
@@ -42,20 +41,6 @@ def _ref_missing(c: np.ndarray) -> np.ndarray:
     if c.dtype.itemsize == 8:
         return c == MISSING_INT
     return c < 0 if c.dtype.itemsize == 4 else c > 1
-
-
-def _ref_int_bounds(lo: Any, hi: Any) -> tuple[int, int] | None:
-    bounds = []
-    for b, is_lo in ((lo, True), (hi, False)):
-        if isinstance(b, (float, np.floating)):
-            b = float(b)
-            if math.isnan(b) or b == (math.inf if is_lo else -math.inf):
-                return None
-            b = None if math.isinf(b) else (math.ceil(b) if is_lo else math.floor(b))
-        bounds.append(None if b is None else int(b))
-    lo_i = MISSING_INT + 1 if bounds[0] is None else max(bounds[0], MISSING_INT + 1)
-    hi_i = _I64_MAX if bounds[1] is None else min(bounds[1], _I64_MAX)
-    return (lo_i, hi_i) if lo_i <= _I64_MAX and hi_i > MISSING_INT else None
 
 
 _ARITY = {"eq": (3, 4), "in": (3, 4), "range": (4, 5, 6), "missing": (2,)}
@@ -120,7 +105,7 @@ def _ref_mask(spec: tuple[Any, ...], n: int) -> np.ndarray:
             return (c >= flo) & (c <= fhi)
         if code_like:
             raise ValidationError("a 'range' predicate needs a float64 or int64 column")
-        bounds = _ref_int_bounds(lo, hi)
+        bounds = int_bounds(lo, hi)
         if bounds is None:
             return np.zeros(n, dtype=bool)
         return (c >= bounds[0]) & (c <= bounds[1])

@@ -35,9 +35,28 @@ CODE = "code"
 BOOL = "bool"
 
 MISSING_INT = int(np.iinfo(np.int64).min)
+_I64_MAX = int(np.iinfo(np.int64).max)
 MISSING_CODE = -1
 MISSING_BOOL = 255
 ZONE_ROWS = 1024  # must equal the query kernel's block size (engine._query.ZONE_ROWS)
+
+
+def int_bounds(lo: Any, hi: Any) -> tuple[int, int] | None:
+    """Inclusive int64 bounds for an int column's range filter from number/None bounds: lo rounded
+    up, hi down, clamped so that the missing marker MISSING_INT stays outside; None when nothing can
+    match (a NaN bound, lo = +inf, hi = -inf, or an empty range). The native filter and the
+    reference both use it."""
+    bounds = []
+    for b, is_lo in ((lo, True), (hi, False)):
+        if isinstance(b, (float, np.floating)):
+            b = float(b)
+            if math.isnan(b) or b == (math.inf if is_lo else -math.inf):
+                return None
+            b = None if math.isinf(b) else (math.ceil(b) if is_lo else math.floor(b))
+        bounds.append(None if b is None else int(b))
+    lo_i = MISSING_INT + 1 if bounds[0] is None else max(bounds[0], MISSING_INT + 1)
+    hi_i = _I64_MAX if bounds[1] is None else min(bounds[1], _I64_MAX)
+    return (lo_i, hi_i) if lo_i <= _I64_MAX and hi_i > MISSING_INT else None
 
 
 class StreamSchema:

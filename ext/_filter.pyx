@@ -52,7 +52,7 @@ The C interface (Pred, Key, the cdef functions) is declared in ext/engine._filte
 cimport numpy as cnp
 from cython.parallel cimport prange
 from libc.math cimport INFINITY, isnan
-from libc.stdint cimport INT64_MAX, INT64_MIN, int8_t
+from libc.stdint cimport INT64_MIN, int8_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memset
 
@@ -75,12 +75,12 @@ cdef extern from *:
     int engine_ctz64(uint64_t x) noexcept nogil
     bint ENGINE_LITTLE_ENDIAN
 
-import math
 import os
 
 import numpy as np
 
 from engine.errors import ConfigError, ValidationError
+from engine.streamcolumns import int_bounds
 
 cnp.import_array()
 
@@ -141,22 +141,6 @@ cdef int parse_zones(object zones, Py_ssize_t n, const double** zmin, const doub
     zmin[0] = <const double*> cnp.PyArray_DATA(lo)
     zmax[0] = <const double*> cnp.PyArray_DATA(hi)
     return 0
-
-
-cdef object _int_bounds(object lo, object hi):
-    """Inclusive int64 bounds for number/None bounds (ceil lo, floor hi, clamped so that the missing
-    sentinel INT64_MIN is outside); None when nothing can match."""
-    out = []
-    for b, is_lo in ((lo, True), (hi, False)):
-        if isinstance(b, (float, np.floating)):
-            b = float(b)
-            if math.isnan(b) or b == (math.inf if is_lo else -math.inf):
-                return None
-            b = None if math.isinf(b) else (math.ceil(b) if is_lo else math.floor(b))
-        out.append(None if b is None else int(b))
-    ilo = INT64_MIN + 1 if out[0] is None else max(out[0], INT64_MIN + 1)
-    ihi = INT64_MAX if out[1] is None else min(out[1], INT64_MAX)
-    return (ilo, ihi) if ilo <= INT64_MAX and ihi >= INT64_MIN + 1 else None
 
 
 cdef const void* _parse_narrow(object narrow, object dtype, Py_ssize_t n, list keep) except? NULL:
@@ -235,7 +219,7 @@ cdef int _parse_pred(object spec, Py_ssize_t n, Pred* p, list keep) except -1:
                 parse_zones(zones, n, &p.zmin, &p.zmax, keep)
                 p.lo32, p.hi32 = <float> p.lo, <float> p.hi
         elif p.kind == K_I64:
-            bounds = _int_bounds(lo, hi)
+            bounds = int_bounds(lo, hi)
             if bounds is not None:
                 p.ilo, p.ihi = bounds
         else:

@@ -132,3 +132,18 @@ def test_codes_categories_and_sort_keys_follow_the_strings():
     assert named == ["DEBUG", "ERROR", "ERROR", "INFO", "WARNING", None, 7]  # missing codes last
     with pytest.raises(UnknownFieldError):
         snap.column("message")
+
+
+def test_int_bounds_round_inwards_and_keep_the_missing_marker_out() -> None:
+    from engine.streamcolumns import MISSING_INT, int_bounds
+
+    top = int(np.iinfo(np.int64).max)
+    assert int_bounds(1.5, 4.5) == (2, 4)
+    assert int_bounds(-2.5, -0.5) == (-2, -1)
+    assert int_bounds(None, None) == (MISSING_INT + 1, top)
+    assert int_bounds(-math.inf, math.inf) == (MISSING_INT + 1, top)
+    assert int_bounds(np.float32(2.0), 3) == (2, 3)
+    assert int_bounds(MISSING_INT, MISSING_INT) is None  # only the marker: nothing can match
+    for lo, hi in [(math.nan, 1), (1, math.nan), (math.inf, None), (None, -math.inf)]:
+        assert int_bounds(lo, hi) is None
+    assert int_bounds(2**70, None) is None and int_bounds(None, -(2**70)) is None
