@@ -11,7 +11,7 @@ import importlib
 import os
 from types import ModuleType
 
-from .errors import NativeExtensionError
+from .errors import ConfigError, NativeExtensionError
 
 
 def pure_requested() -> bool:
@@ -32,3 +32,18 @@ def load(name: str) -> ModuleType | None:
         raise NativeExtensionError(
             f"the native extension engine.{name} is not built or failed to load: {exc}"
         ) from exc
+
+
+def env_threads() -> int | None:
+    """The thread count ENGINE_THREADS asks the kernels for; None when unset (each kernel has its
+    own default). ConfigError for anything but a positive integer."""
+    raw = os.environ.get("ENGINE_THREADS", "").strip()
+    if not raw:
+        return None
+    try:
+        n = int(raw)
+    except ValueError:
+        n = 0
+    if n <= 0:
+        raise ConfigError(f"ENGINE_THREADS must be a positive integer, got {raw!r}")
+    return n

@@ -75,11 +75,11 @@ cdef extern from *:
     int engine_ctz64(uint64_t x) noexcept nogil
     bint ENGINE_LITTLE_ENDIAN
 
-import os
 
 import numpy as np
 
-from engine.errors import ConfigError, ValidationError
+from engine._native import env_threads
+from engine.errors import ValidationError
 from engine.streamcolumns import int_bounds
 
 cnp.import_array()
@@ -451,16 +451,8 @@ cdef Py_ssize_t count_chunks(const Pred* preds, Py_ssize_t npreds, Py_ssize_t n,
 def default_threads():
     """Threads a scan may use when not told: ENGINE_THREADS, else 1 (see the design note: on a shared
     machine a second OpenMP thread costs more than it saves at this scale)."""
-    raw = os.environ.get("ENGINE_THREADS", "").strip()
-    if raw:
-        try:
-            nt = int(raw)
-        except ValueError:
-            raise ConfigError(f"ENGINE_THREADS must be a positive integer, got {raw!r}") from None
-        if nt <= 0:
-            raise ConfigError(f"ENGINE_THREADS must be a positive integer, got {raw!r}")
-        return nt
-    return 1
+    n = env_threads()
+    return 1 if n is None else n
 
 
 cdef int resolve_threads(int threads, Py_ssize_t rows) except -1:

@@ -86,7 +86,8 @@ import os
 
 import numpy as np
 
-from engine.errors import ConfigError, DimensionError, ValidationError
+from engine._native import env_threads
+from engine.errors import DimensionError, ValidationError
 
 DEFAULT_CHUNK_ROWS = 4096
 # a batch block holds about this many float32 scores (4 MB: stays in L2/L3 for the heap merge)
@@ -97,16 +98,8 @@ cdef Py_ssize_t CPUS = os.cpu_count() or 1
 
 def default_threads():
     """Threads a kernel uses when not told: ENGINE_THREADS, else os.cpu_count()."""
-    raw = os.environ.get("ENGINE_THREADS", "").strip()
-    if raw:
-        try:
-            n = int(raw)
-        except ValueError:
-            raise ConfigError(f"ENGINE_THREADS must be a positive integer, got {raw!r}") from None
-        if n <= 0:
-            raise ConfigError(f"ENGINE_THREADS must be a positive integer, got {raw!r}")
-        return n
-    return CPUS
+    n = env_threads()
+    return CPUS if n is None else n
 
 
 cdef Py_ssize_t _threads(int threads, Py_ssize_t work, Py_ssize_t units) except -1:
