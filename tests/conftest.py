@@ -1,4 +1,5 @@
-"""Shared fixtures: every test gets a private ENGINE_PATH and no RedDB configuration from the host."""
+"""Shared fixtures: every test gets a private ENGINE_PATH and no RedDB configuration from the host;
+`eng` is a fresh local store (no migrations applied) closed after the test."""
 
 from __future__ import annotations
 
@@ -14,3 +15,12 @@ def isolated_environment(monkeypatch, tmp_path):
     from engine import compat
 
     compat.reset_managers()
+
+
+@pytest.fixture
+def eng(tmp_path):
+    import engine
+
+    e = engine.open(tmp_path / "store", auto_migrate=False)
+    yield e
+    e.close()

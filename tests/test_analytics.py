@@ -31,13 +31,6 @@ H = 3600.0
 TYPES = [t.value for t in ActionType]
 
 
-@pytest.fixture
-def eng(tmp_path):
-    e = engine.open(tmp_path / "s", auto_migrate=False)
-    yield e
-    e.close()
-
-
 def append(eng, stream, rows):
     with eng.store.write() as b:
         for r in rows:
@@ -172,7 +165,7 @@ def test_summary_sees_rows_another_handle_appended_after_the_columns_were_built(
     act = actions(1200, gaps=True)
     append(eng, keys.RL_ACTIONS, act)
     assert analytics.performance_summary(eng, 24, now=NOW)["action_performance"]["total_actions"] > 0
-    other = engine.open(tmp_path / "s", auto_migrate=False)
+    other = engine.open(eng.store.path, auto_migrate=False)  # the same store, a second handle
     try:
         more = [action(5000 + i, NOW - 60.0 + i, random.Random(i), reward=1.0) for i in range(30)]
         append(other, keys.RL_ACTIONS, more)

@@ -31,13 +31,6 @@ from engine.models import (
 )
 
 
-@pytest.fixture
-def eng(tmp_path):
-    e = engine.open(tmp_path / "store", auto_migrate=False)
-    yield e
-    e.close()
-
-
 def action(reward: float = 0.5, kind: ActionType = ActionType.CODE_EDIT, **params):
     return create_action_record(
         action_type=kind,

@@ -15,13 +15,6 @@ from engine.models import create_embedding_vector
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture
-def eng(tmp_path):
-    e = engine.open(tmp_path / "s", auto_migrate=False)
-    yield e
-    e.close()
-
-
 def _vectors(n, dim=16, seed=0):
     return np.random.default_rng(seed).standard_normal((n, dim)).astype(np.float32)
 

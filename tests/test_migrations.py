@@ -34,13 +34,6 @@ ACTIONS = (
 ).split()
 
 
-@pytest.fixture
-def eng(tmp_path):
-    e = engine.open(tmp_path / "s", auto_migrate=False)
-    yield e
-    e.close()
-
-
 def snapshot(e) -> dict[str, list[tuple[bytes, bytes]]]:
     """Every entry of every LMDB database of the store, as bytes."""
     store = e.store

@@ -15,13 +15,6 @@ from tests.test_core import signature
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture
-def eng(tmp_path):
-    e = engine.open(tmp_path / "s", auto_migrate=False)
-    yield e
-    e.close()
-
-
 def test_a_write_invalidates_exactly_the_entries_that_read_it(eng):
     calls = {"a": 0, "b": 0}
 
