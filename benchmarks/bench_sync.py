@@ -301,7 +301,7 @@ def test_replicate(
         appends = longest_stream(records, "floor")
         benchmark.extra_info["note"] = (
             f"{len(appends)} of the {N} records go to one stream ({appends[0][0].split('/')[-2]}); in order "
-            "they are sent one at a time, each waiting for its commit: no client can replicate the "
+            "they are sent one at a time, each waiting for its answer: no client can replicate the "
             "session faster than this row, so old-urllib / this row bounds every in-order client's speed-up"
         )
 
