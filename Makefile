@@ -27,6 +27,9 @@ $(DEPS_STAMP): pyproject.toml | $(PY)
 setup: $(DEPS_STAMP)
 
 $(BUILD_STAMP): $(DEPS_STAMP) $(EXT_SRC)
+	@command -v cc >/dev/null && command -v c++ >/dev/null || { \
+		echo "installing the C and C++ compilers (Debian: gcc, g++)"; \
+		apt-get update -q && apt-get install -y -q gcc g++; }
 	$(PIP) install -q --no-build-isolation --no-deps -e .
 	$(PY) setup.py -q build_ext --inplace
 	touch $@
@@ -59,5 +62,5 @@ bench-check: $(BUILD_STAMP) $(BENCH_STAMP)
 		--benchmark-compare-fail=mean:10% $(BENCH_ARGS)
 
 clean:
-	rm -rf build dist *.egg-info engine/*.so ext/*.c ext/*.html .pytest_cache .mypy_cache .ruff_cache
+	rm -rf build dist *.egg-info engine/*.so ext/*.c ext/*.cpp ext/*.html .pytest_cache .mypy_cache .ruff_cache
 	rm -f $(BUILD_STAMP)

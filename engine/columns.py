@@ -5,9 +5,12 @@ scan instead of JSON.
 it holds: one read-only array per field of the stream's schema, zone maps, narrow companions; its
 names are re-exported here).
 
-Why this shape: the columns are built from LMDB on first use (each row
-decoded once with orjson, a page of rows at a time, appended into arrays
-whose capacity doubles) and then kept current incrementally: every `get()`
+Why this shape: the columns are built from LMDB on first use (a page of
+rows at a time, decoded by engine._rowdecode straight into typed arrays:
+it reads the schema's fields out of each row's JSON itself and hands
+orjson only the rows outside its strict subset; ENGINE_PURE=1 decodes every
+row with orjson in Python; appended into arrays whose capacity doubles) and
+then kept current incrementally: every `get()`
 compares the stream's length in LMDB with the rows already loaded and decodes
 only the new rows, which also picks up rows that another process appended.
 Only committed rows are loaded (not those of a write batch still open), so
@@ -31,7 +34,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from . import keys
+from . import _native, keys
 from .streamcolumns import BOOL as BOOL
 from .streamcolumns import CODE as CODE
 from .streamcolumns import FLOAT as FLOAT
@@ -49,6 +52,7 @@ from .streamcolumns import is_missing as is_missing
 from .streamcolumns import is_number as is_number
 from .streamcolumns import schema_for as schema_for
 
+_rowdecode = _native.load("_rowdecode")  # None when ENGINE_PURE=1: the reference path below
 _MAX_INT = int(np.iinfo(np.int64).max)
 NARROW_CODES = 128  # a coded column keeps its int8 copy while its dictionary has at most this many strings
 PAGE_ROWS = 1024  # rows decoded per LMDB read transaction while loading
@@ -57,6 +61,7 @@ _SMETA = struct.Struct(">IQ")  # engine.local's smeta value: stream id, next off
 _FETCH_GAP = 8  # `rows()`: offsets this close share a transaction (one costs about 8 rows stepped over)
 
 _DTYPES = {FLOAT: np.float64, INT: np.int64, CODE: np.int32, BOOL: np.uint8}
+_MISSING = {FLOAT: np.nan, INT: MISSING_INT, CODE: MISSING_CODE, BOOL: MISSING_BOOL}
 _NARROW = {FLOAT: np.float32, CODE: np.int8}  # the dtype of each kind's narrow companion
 
 
@@ -176,25 +181,63 @@ class _StreamState:
         self.snapshot: StreamColumns | None = None
 
     def append(self, rows: list[tuple[Any, ...]]) -> None:
-        """Append rows given as tuples of `self.fields` values."""
-        start = self.n
-        count = len(rows)
-        self.cols["offset"].append(np.arange(start, start + count, dtype=np.int64))
+        """Append rows given as tuples of `self.fields` values (the reference path)."""
+        arrays: dict[str, np.ndarray] = {}
         for field, vals in zip(self.fields, zip(*rows, strict=True), strict=True):
             kind = self.schema.columns[field]
-            col = self.cols[field]
             if kind == FLOAT:
-                col.append(_floats(vals))
+                arrays[field] = _floats(vals)
+            elif kind == CODE:
+                arrays[field] = self.dicts[field].encode(vals)
+            elif kind == INT:
+                arrays[field] = _ints(vals)
+            else:
+                arrays[field] = _bools(vals)
+        self.append_arrays(len(rows), arrays)
+
+    def decode_page(self, store: Any, stream: str, start: int, count: int) -> None:
+        """Decode rows [start, start + count) straight from LMDB into typed arrays and append them
+        (engine._rowdecode: same values as `append`; rows the stream lacks are missing)."""
+        assert _rowdecode is not None
+        kinds = [self.schema.columns[f] for f in self.fields]
+        arrays = [np.empty(count, dtype=_DTYPES[k]) for k in kinds]
+        codes = [_rowdecode.KIND_CODES[k] for k in kinds]
+        dicts = [self.dicts.get(f) for f in self.fields]
+
+        def consume(cursor: Any, n: int) -> int:
+            return int(
+                _rowdecode.decode_rows(
+                    cursor,
+                    n,
+                    orjson.loads,
+                    orjson.JSONDecodeError,
+                    self.fields,
+                    bytes(codes),
+                    arrays,
+                    [None if d is None else d.index for d in dicts],
+                    [None if d is None else d.values for d in dicts],
+                )
+            )
+
+        got = store.scan_rows(stream, start, count, consume) or 0
+        if got < count:  # a hole in the offsets (should not happen): keep row i = offset i
+            for arr, kind in zip(arrays, kinds, strict=True):
+                arr[got:] = _MISSING[kind]
+        self.append_arrays(count, dict(zip(self.fields, arrays, strict=True)))
+
+    def append_arrays(self, count: int, arrays: dict[str, np.ndarray]) -> None:
+        """Append `count` rows given as one converted array per field."""
+        start = self.n
+        self.cols["offset"].append(np.arange(start, start + count, dtype=np.int64))
+        for field in self.fields:
+            kind = self.schema.columns[field]
+            col = self.cols[field]
+            col.append(arrays[field])
+            if kind == FLOAT:
                 zmin, zmax = self.zones[field]
                 _zone_update(col, zmin, zmax, start)
-            elif kind == CODE:
-                col.append(self.dicts[field].encode(vals))
-                if len(self.dicts[field].values) > NARROW_CODES:
-                    self.narrow[field] = None  # codes past int8 from now on: the kernel reads int32
-            elif kind == INT:
-                col.append(_ints(vals))
-            else:
-                col.append(_bools(vals))
+            elif kind == CODE and len(self.dicts[field].values) > NARROW_CODES:
+                self.narrow[field] = None  # codes past int8 from now on: the kernel reads int32
             narrow = self.narrow.get(field)
             if narrow is not None:
                 narrow.append(_narrow(col.data[start : start + count], narrow.data.dtype))
@@ -349,9 +392,13 @@ class ColumnCache:
 
     def _load(self, st: _StreamState, stream: str, target: int) -> None:
         start = st.n
-        extract = _extractor(st.fields)
+        extract = None if _rowdecode is not None else _extractor(st.fields)
         while start < target:
             count = min(self._page, target - start)
+            if extract is None:
+                st.decode_page(self._store, stream, start, count)
+                start += count
+                continue
             rows = self._store.read_with(stream, start, count, extract)
             if len(rows) == count and rows[0][0] == start and rows[-1][0] == start + count - 1:
                 values = [r for _, r in rows]

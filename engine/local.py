@@ -31,7 +31,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import lmdb
 
@@ -44,6 +44,7 @@ from .errors import (
 )
 
 _LOC = struct.Struct(">IQ")  # stream id, offset
+R = TypeVar("R")
 _U64 = struct.Struct(">Q")
 _OUTBOX_HEAD = struct.Struct(">cHH")  # op, name length, record id length
 
@@ -415,6 +416,22 @@ class LocalStore:
             if not cur.next():
                 break
         return out
+
+    def scan_rows(self, stream: str, start: int, count: int, consume: Callable[[Any, int], R]) -> R | None:
+        """`consume(cursor, n)` in one read transaction, the lmdb cursor on row `start` of `stream`
+        and n = how many rows from there (at most `count`) belong to the stream; None when there is
+        no such row. For bulk decoders (engine._rowdecode) that step the cursor themselves; the
+        cursor is valid only inside `consume`."""
+        if count <= 0:
+            return None
+        with self.read_txn() as txn:
+            head = self._stream_head(txn, stream)
+            if head is None or start < 0 or start >= head[1]:
+                return None
+            cur = txn.cursor(db=self.db_streams)
+            if not cur.set_key(_LOC.pack(head[0], start)):
+                return None
+            return consume(cur, min(count, head[1] - start))
 
     def read_tail(self, stream: str, count: int, fn: Callable[[Any], Any]) -> list[tuple[int, Any]]:
         """The newest `count` rows, ascending, with `fn` applied, in one read transaction."""

@@ -249,13 +249,13 @@ def test_big_loads_pause_the_collector_and_restore_it(store, monkeypatch):
 
     monkeypatch.setattr(columns, "GC_PAUSE_ROWS", 5)
     seen: list[bool] = []
-    real_append = columns._StreamState.append
+    real_append = columns._StreamState.append_arrays  # where the native and reference paths meet
 
-    def spy(self, rows):
+    def spy(self, count, arrays):
         seen.append(gc.isenabled())
-        real_append(self, rows)
+        real_append(self, count, arrays)
 
-    monkeypatch.setattr(columns._StreamState, "append", spy)
+    monkeypatch.setattr(columns._StreamState, "append_arrays", spy)
     append_rows(store, "rl_actions", [action(i) for i in range(20)])
     assert gc.isenabled()
     assert ColumnCache(store).get("rl_actions").n == 20
