@@ -58,7 +58,7 @@ NARROW_CODES = 128  # a coded column keeps its int8 copy while its dictionary ha
 PAGE_ROWS = 1024  # rows decoded per LMDB read transaction while loading
 GC_PAUSE_ROWS = 10_000  # loads bigger than this run with the cyclic garbage collector paused
 _SMETA = struct.Struct(">IQ")  # engine.local's smeta value: stream id, next offset
-_FETCH_GAP = 8  # `rows()`: offsets this close share a transaction (one costs about 8 rows stepped over)
+_FETCH_GAP = 8  # `rows()`: the cursor steps to offsets this close and seeks to farther ones
 
 _DTYPES = {FLOAT: np.float64, INT: np.int64, CODE: np.int32, BOOL: np.uint8}
 _MISSING = {FLOAT: np.nan, INT: MISSING_INT, CODE: MISSING_CODE, BOOL: MISSING_BOOL}
@@ -368,26 +368,10 @@ class ColumnCache:
     def rows(self, stream: str, offsets: Sequence[int]) -> list[Any]:
         """The decoded rows at these offsets, in this order (offsets past the end are left out).
 
-        Nearby offsets share one read transaction (stepping the cursor over a row is far cheaper than
-        a transaction); only the wanted rows are decoded.
+        One read transaction; the cursor steps to nearby offsets and seeks to far ones; only the
+        wanted rows are decoded.
         """
-        got: dict[int, Any] = {}
-        want = sorted(set(offsets))
-        i = 0
-        while i < len(want):
-            j = i
-            while j + 1 < len(want) and want[j + 1] - want[j] <= _FETCH_GAP:
-                j += 1
-            wanted, pos = set(want[i : j + 1]), [want[i]]
-
-            def decode(buf: memoryview, wanted: set[int] = wanted, pos: list[int] = pos) -> Any:
-                pos[0] += 1  # read_with walks consecutive offsets from the start of the run
-                return orjson.loads(buf) if pos[0] - 1 in wanted else None
-
-            for off, value in self._store.read_with(stream, want[i], want[j] - want[i] + 1, decode):
-                if off in wanted:
-                    got[off] = value
-            i = j + 1
+        got = self._store.read_at(stream, sorted(set(offsets)), orjson.loads, gap=_FETCH_GAP)
         return [got[r] for r in offsets if r in got]
 
     def _load(self, st: _StreamState, stream: str, target: int) -> None:

@@ -28,7 +28,7 @@ import itertools
 import os
 import struct
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -415,6 +415,39 @@ class LocalStore:
             out.append((off, fn(cur.value())))
             if not cur.next():
                 break
+        return out
+
+    def read_at(
+        self, stream: str, offsets: Sequence[int], fn: Callable[[Any], Any], *, gap: int = 8
+    ) -> dict[int, Any]:
+        """{offset: fn(row buffer)} for `offsets` (ascending, distinct; those outside the stream are
+        left out), in one read transaction. The cursor steps to an offset at most `gap` rows ahead
+        and seeks to a farther one; `fn` runs only on the wanted rows."""
+        out: dict[int, Any] = {}
+        if not offsets:
+            return out
+        with self.read_txn() as txn:
+            head = self._stream_head(txn, stream)
+            if head is None:
+                return out
+            sid, nxt = head
+            cur = txn.cursor(db=self.db_streams)
+            pos = -1 - gap  # the offset the cursor is on (none yet)
+            for off in offsets:
+                if off >= nxt:
+                    break
+                if off < 0:
+                    continue
+                if 0 < off - pos <= gap:
+                    while pos < off and cur.next():
+                        pos += 1
+                    if pos < off:
+                        break
+                elif not cur.set_key(_LOC.pack(sid, off)):
+                    pos = -1 - gap
+                    continue
+                pos = off
+                out[off] = fn(cur.value())
         return out
 
     def scan_rows(self, stream: str, start: int, count: int, consume: Callable[[Any, int], R]) -> R | None:

@@ -224,3 +224,24 @@ def test_key_space_generations_count_committed_writes(store):
         store.kv_put(b, "p:sig:c", b"1")
         raise ValueError
     assert store.space_generation("p:sig") == 2
+
+
+def test_read_at_steps_to_near_offsets_and_seeks_to_far_ones(store):
+    with store.write() as b:
+        for i in range(300):
+            store.append(b, "s", b"%d" % i)
+        store.append(b, "t", b"other stream")  # right after s in key order: never read as s
+    calls: list[bytes] = []
+
+    def fn(buf):
+        calls.append(bytes(buf))
+        return int(bytes(buf))
+
+    offsets = [-1, 0, 1, 5, 13, 14, 150, 299, 300, 1000]
+    got = store.read_at("s", offsets, fn, gap=8)
+    assert got == {0: 0, 1: 1, 5: 5, 13: 13, 14: 14, 150: 150, 299: 299}
+    assert sorted(calls) == sorted(b"%d" % o for o in got)  # fn runs on the wanted rows only
+    for gap in (0, 1, 1000):  # stepping everywhere or seeking everywhere: the same rows
+        assert store.read_at("s", offsets, fn, gap=gap) == got
+    assert store.read_at("s", [], fn) == {} and store.read_at("nothing", [0], fn) == {}
+    assert store.read_at("t", [0, 1], fn=bytes) == {0: b"other stream"}
