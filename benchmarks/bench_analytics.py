@@ -347,7 +347,7 @@ def test_error_patterns(benchmark, stores, n, impl):
     info: dict[str, Any] = {"rows": n}
     if impl == "engine":
         info.update(target="no slower than numpy (both decode the window's errors)", target_vs={"numpy": 1.0})
-    got = run(
-        benchmark, eng, impl, analytics.error_patterns if impl == "engine" else numpy_errors, 24, **info
-    )
+    fn = analytics.error_patterns if impl == "engine" else numpy_errors
+    fn(eng, 24, now=NOW)  # untimed: whichever runs first would also pay for the first reads of the log rows
+    got = run(benchmark, eng, impl, fn, 24, **info)
     assert same(got, numpy_errors(eng, 24, NOW)) and got["total_errors"] > n // 40
