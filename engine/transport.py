@@ -18,12 +18,20 @@ ConnectTimeout when nothing was sent, WriteTimeout / ReadTimeout /
 RemoteProtocolError (ambiguous) after. An idle socket the server closed is
 noticed (readable before use) and replaced before anything is written to it.
 No TLS: https URLs keep httpx's own transport.
+
+Three system calls a request: a non-blocking peek (has the server closed the
+idle socket?), one send and, for a small answer, one recv. The read and write
+timeouts are the kernel's (SO_RCVTIMEO / SO_SNDTIMEO on a blocking socket):
+with a Python-level socket timeout every send and recv is preceded by a poll,
+and each call releases and retakes the GIL that the syncer's lanes share.
 """
 
 from __future__ import annotations
 
 import select
 import socket
+import struct
+import sys
 import threading
 
 import httpx
@@ -62,11 +70,36 @@ class _ProtocolError(Exception):
     """The bytes that came back are not an HTTP/1.x answer we can use."""
 
 
+_KERNEL_TIMEOUTS = sys.platform.startswith("linux")  # SO_RCVTIMEO as a struct timeval
+
+
 def _readable(sock: socket.socket) -> bool:
     """True when an idle keep-alive socket has something to read: EOF (closed by the server) or junk."""
+    if _KERNEL_TIMEOUTS:  # a blocking socket: one non-blocking peek
+        try:
+            sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return False
+        except OSError:
+            return True
+        return True
     poller = select.poll()  # not select(): it fails for descriptors >= 1024
     poller.register(sock, select.POLLIN)
     return bool(poller.poll(0))
+
+
+def _set_timeout(sock: socket.socket, seconds: float | None, current: list[float | None]) -> None:
+    """Give `sock` read and write timeouts of `seconds` (None: none); `current` caches the last value."""
+    if current[0] == seconds:
+        return
+    if not _KERNEL_TIMEOUTS:
+        sock.settimeout(seconds)
+    else:
+        usec = 0 if seconds is None else max(1, round(seconds * 1e6))
+        tv = struct.pack("@ll", usec // 1_000_000, usec % 1_000_000)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, tv)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, tv)
+    current[0] = seconds
 
 
 class _Reader:
@@ -193,11 +226,11 @@ class KeepAliveTransport(httpx.BaseTransport):
         sock = self._socket(addr, connect_timeout, request)
         phase: type[httpx.TimeoutException] = httpx.WriteTimeout
         try:
-            sock.settimeout(read_timeout)
+            _set_timeout(sock, read_timeout, self._tls.timeout)
             sock.sendall(data)
             phase = httpx.ReadTimeout
             reply, close = _read_reply(sock, method)
-        except TimeoutError as exc:
+        except (TimeoutError, BlockingIOError) as exc:  # BlockingIOError: a kernel timeout (EAGAIN)
             self._drop(sock)
             raise phase(f"timed out: {exc}", request=request) from exc
         except (OSError, ValueError, _ProtocolError) as exc:
@@ -236,7 +269,9 @@ class KeepAliveTransport(httpx.BaseTransport):
             except OSError as exc:
                 raise httpx.ConnectError(f"{type(exc).__name__}: {exc}", request=request) from exc
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self._tls.sock, self._tls.addr = sock, addr
+            if _KERNEL_TIMEOUTS:
+                sock.settimeout(None)  # blocking: the kernel times out sends and receives
+            self._tls.sock, self._tls.addr, self._tls.timeout = sock, addr, [-1.0]
             with self._mu:
                 self._socks.add(sock)
         return sock

@@ -249,3 +249,24 @@ def test_serves_an_httpx_client_too(servers):
     with httpx.Client(transport=KeepAliveTransport()) as http:
         resp = http.post(server.url + "/x", content=b"{}")
     assert resp.status_code == 200 and resp.json() == {"hello": 1}
+
+
+def test_a_new_read_timeout_applies_to_a_kept_connection(servers):
+    def serve(conn: socket.socket) -> None:
+        read_request(conn)
+        conn.sendall(ok())
+        read_request(conn)
+        time.sleep(1)  # then hang up: a client still on the first, 30 s timeout sees a reset, not a timeout
+
+    server = servers(serve)
+    transport = KeepAliveTransport()
+    addr = ("127.0.0.1", int(server.url.rsplit(":", 1)[1]))
+    request = b"POST /api/streams/n/s/append HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\n1"
+    try:
+        first = transport.exchange(addr, b"POST", request, connect_timeout=5, read_timeout=30)
+        assert first.status == 200
+        with pytest.raises(httpx.ReadTimeout):
+            transport.exchange(addr, b"POST", request, connect_timeout=5, read_timeout=0.2)
+    finally:
+        transport.close()
+    assert server.connections == 1  # the second request went out on the kept connection
