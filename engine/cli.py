@@ -196,7 +196,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
 
 def cmd_pull(args: argparse.Namespace) -> int:
     """Copy a remote stream into the local store without creating outbox entries."""
-    from .remote import RedDBClient, remote_end
+    from .remote import client_for, remote_end
     from .sync import STREAM_ID_FIELD
 
     keys.check_name(args.stream, "stream")
@@ -214,7 +214,7 @@ def cmd_pull(args: argparse.Namespace) -> int:
             )
         id_field = STREAM_ID_FIELD.get(args.stream)
         pulled, resume = 0, args.start
-        with RedDBClient(cfg.reddb_url, token=cfg.reddb_token, namespace=cfg.namespace) as client:
+        with client_for(cfg.reddb_url, token=cfg.reddb_token, namespace=cfg.namespace) as client:
             total = max(0, remote_end(client, args.stream) - args.start)
             with Progress(total, f"pull {args.stream}") as bar:
                 rows: list[tuple[bytes, str | None]] = []

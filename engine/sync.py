@@ -54,9 +54,8 @@ import orjson
 
 from .errors import AuthError, ClosedStoreError, ConfigError, RemoteError, SyncError
 from .local import OP_APPEND, OP_PUT
-from .remote import RedDBClient, is_ambiguous, remote_end
+from .remote import RedDBClient, client_for, is_ambiguous, remote_end
 from .syncstate import COUNTERS, SyncState
-from .transport import KeepAliveTransport
 
 __all__ = ["Syncer", "backoff_delay"]
 
@@ -237,15 +236,13 @@ class Syncer:
             self.client.close()
 
     def _new_client(self, url: str, namespace: str, workers: int) -> RedDBClient:
-        plain = url.strip().lower().startswith("http://")
-        return RedDBClient(
+        return client_for(
             url,
             token=self._token,
             namespace=namespace,
             connect_timeout=self._timeouts[0],
             read_timeout=self._timeouts[1],
             max_connections=workers + 2,
-            transport=KeepAliveTransport() if plain else None,
         )
 
     # ------------------------------------------------------------------ public API

@@ -33,7 +33,7 @@ from engine.errors import (
     RemoteUnavailableError,
     ValidationError,
 )
-from engine.remote import ERROR_BODY_CHARS, MAX_SEGMENT_BYTES, RedDBClient, is_ambiguous
+from engine.remote import ERROR_BODY_CHARS, MAX_SEGMENT_BYTES, RedDBClient, client_for, is_ambiguous
 
 TOKEN = "s3cr3t-T0KEN-9f8e7d"
 BASE = "http://reddb.test:8080"
@@ -700,3 +700,12 @@ def test_keep_alive_wire_format_and_quiet_logs(
     assert answering_server.requests[1].endswith(b'\r\n\r\n{"x":1}')
     assert caplog.records, "httpx/httpcore debug logging should have produced records"
     assert TOKEN not in caplog.text
+
+
+def test_client_for_takes_the_direct_path_for_plain_http_only():
+    with (
+        client_for("http://127.0.0.1:1", namespace="n") as plain,
+        client_for("https://example.invalid") as tls,
+    ):
+        assert plain._direct is not None and plain.namespace == "n"
+        assert tls._direct is None
