@@ -399,23 +399,35 @@ class LocalStore:
         *,
         tail: bool,
     ) -> list[tuple[int, Any]]:
+        found = self._cursor_at(txn, stream, start, count, tail=tail)
+        if found is None:
+            return []
+        cur, start, n = found
         out: list[tuple[int, Any]] = []
-        head = self._stream_head(txn, stream)
-        if head is None:
-            return out
-        sid, nxt = head
-        if tail:
-            start = max(0, nxt - count)
-        if start >= nxt:
-            return out
-        cur = txn.cursor(db=self.db_streams)
-        if not cur.set_key(_LOC.pack(sid, start)):
-            return out
-        for off in range(start, min(nxt, start + count)):
+        for off in range(start, start + n):
             out.append((off, fn(cur.value())))
             if not cur.next():
                 break
         return out
+
+    def _cursor_at(
+        self, txn: lmdb.Transaction, stream: str, start: int, count: int, *, tail: bool = False
+    ) -> tuple[Any, int, int] | None:
+        """A cursor on row `start` of `stream` (with `tail`: on the first of its newest `count`
+        rows), that row's offset, and how many rows from there (at most `count`) are the stream's;
+        None when there is no such row."""
+        head = self._stream_head(txn, stream)
+        if head is None:
+            return None
+        sid, nxt = head
+        if tail:
+            start = max(0, nxt - count)
+        if start < 0 or start >= nxt:
+            return None
+        cur = txn.cursor(db=self.db_streams)
+        if not cur.set_key(_LOC.pack(sid, start)):
+            return None
+        return cur, start, min(count, nxt - start)
 
     def read_at(
         self, stream: str, offsets: Sequence[int], fn: Callable[[Any], Any], *, gap: int = 8
@@ -458,13 +470,8 @@ class LocalStore:
         if count <= 0:
             return None
         with self.read_txn() as txn:
-            head = self._stream_head(txn, stream)
-            if head is None or start < 0 or start >= head[1]:
-                return None
-            cur = txn.cursor(db=self.db_streams)
-            if not cur.set_key(_LOC.pack(head[0], start)):
-                return None
-            return consume(cur, min(count, head[1] - start))
+            found = self._cursor_at(txn, stream, start, count)
+            return None if found is None else consume(found[0], found[2])
 
     def read_tail(self, stream: str, count: int, fn: Callable[[Any], Any]) -> list[tuple[int, Any]]:
         """The newest `count` rows, ascending, with `fn` applied, in one read transaction."""
