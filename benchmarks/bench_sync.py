@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import subprocess
 import sys
 import tempfile
 import threading
@@ -57,7 +56,7 @@ from engine.remote import RedDBClient
 from engine.server import storage_name
 from engine.sync import Syncer
 from engine.transport import KeepAliveTransport
-from tests.integration.conftest import RedDBServerProcess, free_port
+from tests.integration.conftest import RedDBServerProcess
 
 N = int(os.environ.get("ENGINE_BENCH_SYNC_N", "400"))
 SERVER_N = int(os.environ.get("ENGINE_BENCH_SYNC_SERVER_N", "4000"))
@@ -83,28 +82,18 @@ def server() -> Iterator[RedDBServerProcess]:
     srv.stop()
 
 
+class NullServerProcess(RedDBServerProcess):
+    """benchmarks/nullserver.py (answers at once, stores nothing) under the same start, health wait
+    and stop as `engine serve`; its data directory only holds the logs."""
+
+    def _command(self) -> list[str]:
+        return [sys.executable, str(Path(__file__).with_name("nullserver.py")), str(self.port)]
+
+
 @pytest.fixture(scope="module")
-def null_server() -> Iterator[str]:
-    """benchmarks/nullserver.py in a subprocess: answers at once and stores nothing; yields its URL."""
-    port = free_port()
-    script = Path(__file__).with_name("nullserver.py")
-    proc = subprocess.Popen([sys.executable, str(script), str(port)])
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                with urllib.request.urlopen(url + "/health", timeout=1) as resp:
-                    assert resp.status == 200
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"the null server did not start (exit code {proc.poll()})") from None
-                time.sleep(0.05)
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+def null_server() -> Iterator[NullServerProcess]:
+    with NullServerProcess(Path(tempfile.mkdtemp(prefix="bench-null-")) / "logs") as srv:
+        yield srv
 
 
 # ---------------------------------------------------------------------- the workload
@@ -256,11 +245,7 @@ def test_replicate(
     nothing: there, every row measures its client alone, so old-urllib / engine is the most any
     server could let the engine's client gain."""
     benchmark.group = f"replicate {N} records to {to}: {workload}"
-    url = (
-        request.getfixturevalue("server").url
-        if to == "engine serve"
-        else request.getfixturevalue("null_server")
-    )
+    url = request.getfixturevalue("server" if to == "engine serve" else "null_server").url
     if workload == "agent session":
         records = session(N)
     else:
